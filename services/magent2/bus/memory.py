@@ -1,0 +1,211 @@
+"""`Bus` in process memory with the semantics of `RedisStreamsBus` (local mode, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from magent2.bus.api import LATEST, START, Bus, BusMessage, parse_id
+
+_Id = tuple[int, int]
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    delivered_ms: int
+
+
+@dataclass
+class _Group:
+    last_delivered: _Id = (0, 0)
+    pending: dict[str, _Pending] = field(default_factory=dict)
+
+
+@dataclass
+class _Stream:
+    ids: list[_Id] = field(default_factory=list)
+    entries: list[BusMessage] = field(default_factory=list)
+    last: _Id = (0, 0)
+    groups: dict[str, _Group] = field(default_factory=dict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def after(self, cursor: _Id, count: int) -> list[BusMessage]:
+        start = bisect.bisect_right(self.ids, cursor)
+        return self.entries[start : start + count]
+
+    def get(self, message_id: str) -> BusMessage | None:
+        at = bisect.bisect_left(self.ids, parse_id(message_id))
+        if at < len(self.ids) and self.entries[at].id == message_id:
+            return self.entries[at]
+        return None
+
+
+class InMemoryBus(Bus):
+    def __init__(self, *, maxlen: int = 100_000) -> None:
+        self.maxlen = maxlen
+        self._streams: dict[str, _Stream] = {}
+        self._order: dict[tuple[str, str], list[str]] = {}
+        self._done: dict[tuple[str, str], float] = {}
+
+    def _stream(self, name: str) -> _Stream:
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = _Stream()
+        return stream
+
+    def _append(self, stream: _Stream, payload: str) -> str:
+        ms = int(time.time() * 1000)
+        new_id = (ms, 0) if ms > stream.last[0] else (stream.last[0], stream.last[1] + 1)
+        stream.last = new_id
+        message = BusMessage(f"{new_id[0]}-{new_id[1]}", payload)
+        stream.ids.append(new_id)
+        stream.entries.append(message)
+        if len(stream.entries) > self.maxlen:
+            del stream.ids[: -self.maxlen], stream.entries[: -self.maxlen]
+        return message.id
+
+    async def _notify(self, stream: _Stream) -> None:
+        async with stream.changed:
+            stream.changed.notify_all()
+
+    # -- streams --
+    async def publish(
+        self, stream: str, payload: str, *, order_key: str | None = None, ttl_s: int | None = None
+    ) -> str:
+        target = self._stream(stream)
+        message_id = self._append(target, payload)
+        if order_key is not None:
+            self._order.setdefault((stream, order_key), []).append(message_id)
+        await self._notify(target)
+        return message_id
+
+    async def publish_many(
+        self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
+    ) -> list[str]:
+        target = self._stream(stream)
+        ids = [self._append(target, payload) for payload in payloads]
+        await self._notify(target)
+        return ids
+
+    async def read(
+        self, stream: str, after: str = START, *, count: int = 500, block_ms: int | None = None
+    ) -> list[BusMessage]:
+        target = self._stream(stream)
+        cursor = target.last if after == LATEST else parse_id(after)
+        found = target.after(cursor, count)
+        if found or not block_ms:
+            return found
+        async with target.changed:
+            try:
+                await asyncio.wait_for(
+                    target.changed.wait_for(lambda: bool(target.after(cursor, 1))), block_ms / 1000
+                )
+            except TimeoutError:
+                return []
+        return target.after(cursor, count)
+
+    async def last_id(self, stream: str) -> str:
+        last = self._streams[stream].last if stream in self._streams else (0, 0)
+        return f"{last[0]}-{last[1]}"
+
+    async def streams(self, prefix: str) -> list[str]:
+        return sorted(name for name in self._streams if name.startswith(prefix))
+
+    # -- consumer groups --
+    async def ensure_group(self, stream: str, group: str) -> None:
+        self._stream(stream).groups.setdefault(group, _Group())
+
+    async def consume(
+        self, stream: str, group: str, consumer: str, *, count: int, block_ms: int
+    ) -> list[BusMessage]:
+        target = self._stream(stream)
+        state = target.groups[group]
+
+        def take() -> list[BusMessage]:
+            found = target.after(state.last_delivered, count)
+            if found:
+                state.last_delivered = parse_id(found[-1].id)
+                for message in found:
+                    state.pending[message.id] = _Pending(consumer, _now_ms())
+            return found
+
+        if (found := take()) or not block_ms:
+            return found
+        async with target.changed:
+            try:
+                await asyncio.wait_for(
+                    target.changed.wait_for(lambda: bool(target.after(state.last_delivered, 1))),
+                    block_ms / 1000,
+                )
+            except TimeoutError:
+                return []
+        return take()
+
+    async def reclaim(
+        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
+    ) -> list[BusMessage]:
+        target = self._stream(stream)
+        pending = target.groups[group].pending
+        now, claimed = _now_ms(), []
+        for message_id in sorted(pending, key=parse_id):
+            if len(claimed) == count:
+                break
+            if now - pending[message_id].delivered_ms < min_idle_ms:
+                continue
+            message = target.get(message_id)
+            if message is None:  # trimmed meanwhile, as XAUTOCLAIM does
+                del pending[message_id]
+                continue
+            pending[message_id] = _Pending(consumer, now)
+            claimed.append(message)
+        return claimed
+
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        await self.release(stream, group, consumer, ids, idle_ms=0)
+
+    async def release(
+        self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int
+    ) -> None:
+        pending = self._stream(stream).groups[group].pending
+        for message_id in ids:
+            if message_id in pending:
+                pending[message_id] = _Pending(consumer, _now_ms() - idle_ms)
+
+    async def is_turn(self, stream: str, order_key: str, message_id: str) -> bool:
+        queue = self._order.get((stream, order_key), [])
+        target = self._stream(stream)
+        while queue and target.get(queue[0]) is None:
+            queue.pop(0)  # trimmed away before anyone ran it
+        return not queue or parse_id(queue[0]) >= parse_id(message_id)
+
+    async def is_done(self, stream: str, token: str) -> bool:
+        expires = self._done.get((stream, token))
+        return expires is not None and expires > time.monotonic()
+
+    async def complete(
+        self,
+        stream: str,
+        group: str,
+        message_id: str,
+        *,
+        order_key: str | None = None,
+        done_token: str | None = None,
+        done_ttl_s: int = 86_400,
+    ) -> None:
+        if done_token is not None:
+            self._done[(stream, done_token)] = time.monotonic() + done_ttl_s
+        self._stream(stream).groups[group].pending.pop(message_id, None)
+        queue = self._order.get((stream, order_key)) if order_key is not None else None
+        if queue and message_id in queue:
+            queue.remove(message_id)
+
+    async def ping(self) -> None:
+        return None

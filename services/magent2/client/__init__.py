@@ -1,0 +1,3 @@
+from magent2.client.cli import main
+
+__all__ = ["main"]

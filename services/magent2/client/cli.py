@@ -1,0 +1,223 @@
+"""`magent2 client`: send a message and stream the reply, or chat interactively.
+
+Exit codes: 0 ok, 1 the agent answered with an error event, 2 timeout, 3 send failed,
+4 stream connect failed, 5 usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+OK, AGENT_ERROR, TIMEOUT, SEND_FAILED, STREAM_FAILED, USAGE = 0, 1, 2, 3, 4, 5
+DEFAULT_BASE_URL = "http://localhost:8000"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(prog: str = "magent2 client") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Talk to a magent2 agent through the gateway. Without --message: interactive chat.",
+        epilog="exit codes: 0 ok, 1 agent error, 2 timeout, 3 send failed, 4 stream connect failed, 5 usage",
+    )
+    parser.add_argument("--message", "-m", help="send this one message, print the reply and exit")
+    parser.add_argument("--conv", help="conversation id (default: a new one)")
+    parser.add_argument(
+        "--agent", default=os.environ.get("MAGENT2_AGENT_NAME", "DevAgent"), help="agent name [MAGENT2_AGENT_NAME]"
+    )
+    parser.add_argument("--sender", default=f"user:{os.environ.get('USER', 'cli')}", help="sender (user:<name>)")
+    parser.add_argument(
+        "--base-url",
+        default=os.environ.get("MAGENT2_BASE_URL", DEFAULT_BASE_URL),
+        help=f"gateway URL [MAGENT2_BASE_URL, else {DEFAULT_BASE_URL}]",
+    )
+    parser.add_argument("--token", default=os.environ.get("MAGENT2_API_TOKEN"), help="bearer token [MAGENT2_API_TOKEN]")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the reply (default 120)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the final output")
+    parser.add_argument("--json", action="store_true", help="print every event as one JSON line")
+    parser.add_argument("--max-events", type=int, help="stop after this many events")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+class ClientFailure(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Client:
+    base_url: str
+    agent: str
+    sender: str
+    token: str | None = None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def send(self, http: httpx.AsyncClient, conversation_id: str, content: str) -> dict[str, Any]:
+        body = {
+            "conversation_id": conversation_id,
+            "sender": self.sender,
+            "recipient": f"agent:{self.agent}",
+            "type": "message",
+            "content": content,
+        }
+        try:
+            response = await http.post(f"{self.base_url}/send", json=body, headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise ClientFailure(SEND_FAILED, f"send failed: cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code != 202:
+            raise ClientFailure(SEND_FAILED, f"send failed: HTTP {response.status_code}: {response.text}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def reply(
+        self,
+        http: httpx.AsyncClient,
+        conversation_id: str,
+        cursor: str,
+        *,
+        out: Renderer,
+        max_events: int | None,
+    ) -> int:
+        """Stream events after `cursor` until this message's output or error."""
+        params: dict[str, str | int] = {"last_id": cursor}
+        if max_events:
+            params["max_events"] = max_events
+        seen = 0
+        try:
+            async with aconnect_sse(
+                http, "GET", f"{self.base_url}/stream/{conversation_id}", params=params, headers=self._headers()
+            ) as source:
+                if source.response.status_code != 200:
+                    await source.response.aread()
+                    raise ClientFailure(
+                        STREAM_FAILED, f"stream failed: HTTP {source.response.status_code}: {source.response.text}"
+                    )
+                async for sse in source.aiter_sse():
+                    if not sse.data:  # the retry: hint, not an event
+                        continue
+                    event = json.loads(sse.data)
+                    seen += 1
+                    out.event(event)
+                    if event["event"] in ("output", "error") or (max_events and seen >= max_events):
+                        return AGENT_ERROR if event["event"] == "error" else OK
+        except (httpx.HTTPError, SSEError) as exc:
+            raise ClientFailure(STREAM_FAILED, f"stream failed: {exc}") from exc
+        return OK if max_events and seen >= max_events else STREAM_FAILED
+
+
+class Renderer:
+    """Tokens as they arrive, tool steps as they happen; --quiet: the output only; --json: raw."""
+
+    def __init__(self, *, quiet: bool, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.quiet, self.as_json, self.out, self.err = quiet, as_json, out, err
+        self.streamed = False
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if self.as_json:
+            self.out.write(json.dumps(event) + "\n")
+        elif kind == "token" and not self.quiet:
+            self.out.write(event["text"])
+            self.streamed = True
+        elif kind == "tool_step" and not self.quiet:
+            self._tool_step(event)
+        elif kind == "output":
+            if not self.streamed or self.quiet:
+                self.out.write(event["text"])
+            self.out.write("\n")
+            self.streamed = False
+        elif kind == "error":
+            self.err.write(f"\nerror: {event['message']}{' (retryable)' if event.get('retryable') else ''}\n")
+        self.out.flush()
+
+    def _tool_step(self, event: dict[str, Any]) -> None:
+        name, status = event["name"], event["status"]
+        if status == "start":
+            self.err.write(f"\n[tool] {name}({json.dumps(event.get('args', {}))}) …\n")
+        elif status == "success":
+            self.err.write(f"[tool] {name} ok in {event.get('duration_ms') or 0:.0f} ms\n")
+        else:
+            self.err.write(f"[tool] {name} failed: {event.get('error')}\n")
+        self.err.flush()
+
+
+async def one_message(client: Client, args: argparse.Namespace, conversation_id: str, content: str) -> int:
+    renderer = Renderer(quiet=args.quiet, as_json=args.json)
+    timeout = httpx.Timeout(10.0, read=None)
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        sent = await client.send(http, conversation_id, content)
+        try:
+            return await asyncio.wait_for(
+                client.reply(http, conversation_id, sent["cursor"], out=renderer, max_events=args.max_events),
+                args.timeout,
+            )
+        except TimeoutError:
+            raise ClientFailure(TIMEOUT, f"timed out after {args.timeout:g}s waiting for {client.agent}") from None
+
+
+async def interactive(client: Client, args: argparse.Namespace, conversation_id: str) -> int:
+    print(f"chatting with {client.agent} in {conversation_id} (Ctrl-D or /quit to leave)", file=sys.stderr)
+    loop = asyncio.get_running_loop()
+    status = OK
+    while True:
+        try:
+            line = await loop.run_in_executor(None, lambda: input("you> "))
+        except EOFError:
+            print(file=sys.stderr)
+            return status
+        if line.strip() in ("/quit", "/exit"):
+            return status
+        if not line.strip():
+            continue
+        sys.stdout.write(f"{client.agent}> ")
+        try:
+            status = await one_message(client, args, conversation_id, line)
+        except ClientFailure as failure:
+            print(failure, file=sys.stderr)
+            status = failure.code
+
+
+def main(argv: list[str] | None = None, prog: str = "magent2 client") -> int:
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper())
+    if args.max_events is not None and args.max_events < 1:
+        build_parser(prog).error("--max-events must be at least 1")
+    if args.timeout <= 0:
+        build_parser(prog).error("--timeout must be positive")
+    client = Client(args.base_url.rstrip("/"), args.agent, args.sender, args.token)
+    conversation_id = args.conv or f"conv-{uuid.uuid4().hex[:12]}"
+    started = time.perf_counter()
+    try:
+        if args.message is None:
+            return asyncio.run(interactive(client, args, conversation_id))
+        code = asyncio.run(one_message(client, args, conversation_id, args.message))
+    except ClientFailure as failure:
+        print(failure, file=sys.stderr)
+        return failure.code
+    except KeyboardInterrupt:
+        return OK
+    logging.getLogger("magent2.client").info("done in %.3fs", time.perf_counter() - started)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Wire contracts shared by the gateway, the workers, the client and the operator (v1).
+
+Only additive changes are allowed; docs/CONTRACTS.md describes them for non-Python clients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+# Names that are safe inside Redis keys, Kubernetes labels and URLs.
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+SENDER_PATTERN = r"^(user|agent):[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
+RECIPIENT_PATTERN = r"^agent:[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class MessageEnvelope(_Wire):
+    """One message into an agent's inbox."""
+
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+    sender: str = Field(pattern=SENDER_PATTERN)
+    recipient: str = Field(pattern=RECIPIENT_PATTERN)
+    type: Literal["message", "control"] = "message"
+    content: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utc_now)
+
+    @property
+    def agent_name(self) -> str:
+        return self.recipient.removeprefix("agent:")
+
+
+# --- stream events ---------------------------------------------------------------------------
+
+
+class _Event(_Wire):
+    id: str = Field(default_factory=new_id)
+    conversation_id: str
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class UserMessageEvent(_Event):
+    event: Literal["user_message"] = "user_message"
+    message_id: str
+    sender: str
+    recipient: str
+    content: str
+
+
+class RunStartedEvent(_Event):
+    event: Literal["run_started"] = "run_started"
+    message_id: str
+    agent: str
+
+
+class TokenEvent(_Event):
+    event: Literal["token"] = "token"
+    text: str
+    index: int
+
+
+class ToolStepEvent(_Event):
+    event: Literal["tool_step"] = "tool_step"
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["start", "success", "error"]
+    result_summary: str | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+    tool_call_id: str | None = None
+
+
+class OutputEvent(_Event):
+    event: Literal["output"] = "output"
+    text: str
+    usage: dict[str, Any] = Field(default_factory=dict)
+    message_id: str | None = None
+
+
+class ErrorEvent(_Event):
+    event: Literal["error"] = "error"
+    message: str
+    retryable: bool = False
+    message_id: str | None = None
+
+
+StreamEvent = Annotated[
+    UserMessageEvent | RunStartedEvent | TokenEvent | ToolStepEvent | OutputEvent | ErrorEvent,
+    Field(discriminator="event"),
+]
+stream_event_adapter: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+FINAL_EVENTS = frozenset({"output", "error"})
+
+
+def parse_event(data: str | bytes) -> StreamEvent:
+    return stream_event_adapter.validate_json(data)
+
+
+# --- the Agent resource (spec shared with the operator and local mode) -------------------------
+
+
+class _Spec(BaseModel):
+    """camelCase on the wire (YAML / CRD), snake_case in Python."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=None)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+class _CamelSpec(_Spec):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=_camel)
+
+
+class KeyRef(_CamelSpec):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class InstructionsFrom(_CamelSpec):
+    config_map_key_ref: KeyRef | None = None
+    secret_key_ref: KeyRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InstructionsFrom:
+        if (self.config_map_key_ref is None) == (self.secret_key_ref is None):
+            raise ValueError("instructionsFrom needs exactly one of configMapKeyRef or secretKeyRef")
+        return self
+
+
+class TerminalPolicy(_CamelSpec):
+    allowed_commands: list[str] | None = None
+    timeout_seconds: float = Field(default=5, gt=0, le=600)
+    output_cap_bytes: int = Field(default=8192, ge=256, le=10 * 1024 * 1024)
+    function_output_max_chars: int = Field(default=1000, ge=100, le=1_000_000)
+    redact_substrings: list[str] = Field(default_factory=list)
+    redact_patterns: list[str] = Field(default_factory=list)
+
+
+class EnvVar(_CamelSpec):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class McpServer(_CamelSpec):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    command: list[str] | None = Field(default=None, min_length=1)
+    url: str | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    allow_tools: list[str] | None = None
+    block_tools: list[str] = Field(default_factory=list)
+    startup_timeout_seconds: float = Field(default=10, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"mcpServers[{self.name}] needs exactly one of command (stdio) or url (http)")
+        return self
+
+
+class ModelSettingsSpec(_CamelSpec):
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_turns: int = Field(default=10, ge=1, le=100)
+
+
+class OpenAISpec(_CamelSpec):
+    api_key_secret_ref: KeyRef | None = None
+    base_url: str = Field(default="", alias="baseURL")
+
+
+class AgentSpec(_CamelSpec):
+    """`spec` of an Agent resource; local mode validates the same YAML with this model."""
+
+    agent_name: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
+    model: str = Field(default="gpt-4o-mini", min_length=1, max_length=128)
+    instructions: str | None = None
+    instructions_from: InstructionsFrom | None = None
+    tools: list[str] | None = None
+    terminal: TerminalPolicy = Field(default_factory=TerminalPolicy)
+    mcp_servers: list[McpServer] = Field(default_factory=list)
+    model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
+    openai: OpenAISpec = Field(default_factory=OpenAISpec)
+    replicas: int = Field(default=1, ge=0, le=100)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    image: str | None = None
+    resources: dict[str, Any] | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    service_account_name: str | None = None
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _instructions_once(self) -> AgentSpec:
+        if self.instructions is not None and self.instructions_from is not None:
+            raise ValueError("set either instructions or instructionsFrom, not both")
+        return self
+
+
+class ObjectMeta(_Spec):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    namespace: str | None = None
+
+
+class AgentManifest(_Spec):
+    api_version: Literal["magent2.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Agent"]
+    metadata: ObjectMeta
+    spec: AgentSpec = Field(default_factory=AgentSpec)
+
+    @property
+    def agent_name(self) -> str:
+        """Bus identity: spec.agentName, defaulting to metadata.name."""
+        return self.spec.agent_name or self.metadata.name
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value

@@ -1,0 +1,96 @@
+"""`magent2 up`: the gateway and one worker per Agent manifest in one process.
+
+In-memory bus by default (no Redis, no cluster); `--redis-url` shares a real Redis instead."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import uvicorn
+
+from magent2.contracts import AgentManifest
+from magent2.gateway.app import create_app
+from magent2.manifests import ManifestError
+from magent2.settings import GatewaySettings, WorkerSettings
+from magent2.worker.build import build_bus, build_runner, build_worker
+from magent2.worker.worker import Worker
+
+log = logging.getLogger("magent2.local")
+
+
+def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSettings:
+    """The settings a worker of this Agent gets; process env (OPENAI_API_KEY, …) fills the rest."""
+    spec = manifest.spec
+    if spec.instructions_from is not None:
+        raise ManifestError(
+            f"Agent {manifest.metadata.name}: instructionsFrom refers to cluster objects; "
+            "use instructions in local mode"
+        )
+    overrides: dict[str, Any] = {
+        "agent_name": manifest.agent_name,
+        "agent_model": spec.model,
+        "agent_max_turns": spec.model_settings.max_turns,
+        "agent_temperature": spec.model_settings.temperature,
+        "agent_concurrency": spec.concurrency,
+    }
+    if spec.instructions is not None:
+        overrides["agent_instructions"] = spec.instructions
+        overrides["agent_instructions_file"] = None
+    if spec.openai.base_url:
+        overrides["openai_base_url"] = spec.openai.base_url
+    return base.model_copy(update=overrides)
+
+
+async def serve(
+    manifests: list[AgentManifest],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    redis_url: str | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    base = WorkerSettings(REDIS_URL=redis_url) if redis_url else WorkerSettings()
+    gateway_settings = GatewaySettings(
+        **({"REDIS_URL": redis_url} if redis_url else {}), GATEWAY_HOST=host, GATEWAY_PORT=port
+    )
+    bus = build_bus(base)
+    workers: list[Worker] = []
+    for manifest in manifests:
+        settings = worker_settings(manifest, base)
+        workers.append(build_worker(settings, bus, build_runner(settings, bus)))
+    app = create_app(gateway_settings, bus=bus)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+    def shut_down() -> None:
+        server.should_exit = True
+        for worker in workers:
+            worker.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, shut_down)
+
+    tasks = [asyncio.create_task(w.run(), name=f"worker:{w.agent_name}") for w in workers]
+    names = ", ".join(w.agent_name for w in workers)
+    log.info("magent2 up: http://%s:%d serving %s (%s bus)", host, port, names, "redis" if redis_url else "in-memory")
+    serving = asyncio.create_task(server.serve(), name="gateway")
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            print(f"magent2 is up on http://{host}:{port} — agents: {names}", flush=True)
+            if started is not None:
+                started.set()
+        await serving
+    finally:
+        shut_down()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for worker in workers:
+            await worker.runner.aclose()
+        await bus.close()

@@ -1,0 +1,119 @@
+"""Environment configuration, validated at start-up (names fixed in DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from magent2.contracts import AGENT_NAME_PATTERN
+
+_SENSITIVE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|URL", re.IGNORECASE)
+CsvList = Annotated[list[str], NoDecode]
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class _Env(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, env_ignore_empty=False)
+
+
+class BusSettings(_Env):
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    bus_prefix: str = Field(default="", alias="BUS_PREFIX", pattern=r"^[A-Za-z0-9:._-]*$")
+    events_ttl_seconds: int = Field(default=7 * 86_400, alias="EVENTS_TTL_SECONDS", ge=60)
+    stream_maxlen: int = Field(default=100_000, alias="STREAM_MAXLEN", ge=100)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+
+class WorkerSettings(BusSettings):
+    agent_name: str = Field(default="DevAgent", alias="AGENT_NAME", pattern=AGENT_NAME_PATTERN)
+    agent_model: str = Field(default="gpt-4o-mini", alias="AGENT_MODEL", min_length=1)
+    agent_instructions: str = Field(default="You are a helpful assistant.", alias="AGENT_INSTRUCTIONS")
+    agent_instructions_file: Path | None = Field(default=None, alias="AGENT_INSTRUCTIONS_FILE")
+    agent_tools: CsvList | None = Field(default=None, alias="AGENT_TOOLS")
+    agent_require_explicit_tools: bool = Field(default=False, alias="AGENT_REQUIRE_EXPLICIT_TOOLS")
+    agent_session_path: str = Field(default="magent2-sessions.db", alias="AGENT_SESSION_PATH")
+    agent_max_turns: int = Field(default=10, alias="AGENT_MAX_TURNS", ge=1, le=100)
+    agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
+    agent_concurrency: int = Field(default=8, alias="AGENT_CONCURRENCY", ge=1, le=256)
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
+    shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
+    max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
+    health_port: int | None = Field(default=None, alias="WORKER_HEALTH_PORT", ge=1, le=65535)
+
+    _csv = field_validator("agent_tools", mode="before")(_split_csv)
+
+    @field_validator("agent_instructions_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file not found: {value}")
+        return value
+
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def instructions(self) -> str:
+        if self.agent_instructions_file is not None:
+            return self.agent_instructions_file.read_text(encoding="utf-8")
+        return self.agent_instructions
+
+
+class GatewaySettings(BusSettings):
+    host: str = Field(default="0.0.0.0", alias="GATEWAY_HOST")  # noqa: S104 - a server in a pod
+    port: int = Field(default=8000, alias="GATEWAY_PORT", ge=1, le=65535)
+    api_tokens: CsvList = Field(default_factory=list, alias="GATEWAY_API_TOKENS")
+    max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
+    heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
+    log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
+
+    _csv = field_validator("api_tokens", mode="before")(_split_csv)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class ConfigError(SystemExit):
+    """Exit status 2 with a message that names each offending variable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+def describe_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        shown = "<hidden>" if _SENSITIVE.search(name) else repr(item.get("input"))
+        lines.append(f"  {name}: {item['msg']} (got {shown})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load(settings_type: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build settings from the environment, or exit 2 naming the bad variables."""
+    try:
+        return settings_type(**overrides)
+    except ValidationError as exc:
+        print(describe_errors(exc), file=sys.stderr)
+        raise ConfigError(describe_errors(exc)) from None

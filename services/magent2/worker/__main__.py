@@ -1,0 +1,39 @@
+"""`python -m magent2.worker`: one worker process for AGENT_NAME's inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from magent2.settings import WorkerSettings, load
+from magent2.worker.build import build_bus, build_runner, build_worker
+
+
+async def serve(settings: WorkerSettings) -> None:
+    bus = build_bus(settings)
+    runner = build_runner(settings, bus)
+    worker = build_worker(settings, bus, runner)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await runner.aclose()
+        await bus.close()
+
+
+def main() -> None:
+    settings = load(WorkerSettings)
+    if not settings.redis_url:
+        raise SystemExit(
+            "REDIS_URL is not set: a standalone worker consumes a Redis inbox. "
+            "For one process without Redis, run `magent2 up`."
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Assemble a worker from settings: bus, runner (echo or Agents SDK) and sessions.
+
+The Agents SDK is imported only when a model is configured: it takes over a second to import,
+which echo workers and the gateway need not pay."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from magent2.bus import Bus, InMemoryBus, Keys, RedisStreamsBus
+from magent2.settings import BusSettings, WorkerSettings
+from magent2.worker.runner import EchoRunner, Runner
+from magent2.worker.worker import Worker
+
+if TYPE_CHECKING:
+    from magent2.worker.sessions import SessionFactory
+
+log = logging.getLogger("magent2.worker")
+
+
+def build_bus(settings: BusSettings) -> Bus:
+    if settings.redis_url:
+        return RedisStreamsBus(settings.redis_url, maxlen=settings.stream_maxlen)
+    return InMemoryBus(maxlen=settings.stream_maxlen)
+
+
+def build_sessions(settings: WorkerSettings, bus: Bus) -> SessionFactory:
+    from magent2.worker.sessions import redis_sessions, sqlite_sessions
+
+    if isinstance(bus, RedisStreamsBus):
+        return redis_sessions(bus.redis, prefix=settings.bus_prefix, ttl_s=settings.events_ttl_seconds)
+    return sqlite_sessions(settings.agent_session_path)
+
+
+def build_runner(settings: WorkerSettings, bus: Bus, *, tools: list[Any] | None = None) -> Runner:
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        log.info("no OPENAI_API_KEY: %s answers with the echo runner", settings.agent_name)
+        return EchoRunner()
+    from agents import Agent, ModelSettings
+
+    from magent2.worker.sdk_runner import AgentsSdkRunner, build_model
+
+    model = build_model(
+        settings.agent_model,
+        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused",
+        base_url=settings.openai_base_url,
+    )
+    agent: Agent[Any] = Agent(
+        name=settings.agent_name,
+        instructions=settings.instructions,
+        model=model,
+        model_settings=ModelSettings(temperature=settings.agent_temperature),
+        tools=tools or [],
+    )
+    return AgentsSdkRunner(agent, build_sessions(settings, bus), max_turns=settings.agent_max_turns)
+
+
+def build_worker(settings: WorkerSettings, bus: Bus, runner: Runner) -> Worker:
+    return Worker(
+        bus,
+        runner,
+        agent_name=settings.agent_name,
+        keys=Keys(settings.bus_prefix),
+        concurrency=settings.agent_concurrency,
+        visibility_timeout_s=settings.visibility_timeout_seconds,
+        shutdown_grace_s=settings.shutdown_grace_seconds,
+        max_attempts=settings.max_attempts,
+        events_ttl_s=settings.events_ttl_seconds,
+    )

@@ -1,0 +1,48 @@
+"""What runs one message: the `Runner` protocol and the offline `EchoRunner`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
+
+
+class RunFailed(Exception):
+    """A run failed; `retryable` says whether trying the same message again may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Runner(Protocol):
+    def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+        """Yield token / tool_step events and end with exactly one `output` event.
+        Raise `RunFailed` (or anything else, taken as not retryable) on failure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word-sized pieces that concatenate back to `text`."""
+    return _PIECES.findall(text)
+
+
+class EchoRunner:
+    """Answers `echo: <content>` as a token stream; used when no model is configured."""
+
+    async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+        text = f"echo: {envelope.content}"
+        conversation = envelope.conversation_id
+        for index, piece in enumerate(split_tokens(text)):
+            yield TokenEvent(conversation_id=conversation, text=piece, index=index)
+        yield OutputEvent(conversation_id=conversation, text=text, message_id=envelope.id)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,177 @@
+"""`Runner` on the OpenAI Agents SDK: `Runner.run_streamed`, its events mapped to ours."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from agents import Agent, MaxTurnsExceeded, ModelSettings, RunConfig
+from agents import Runner as SdkRunner
+from agents.exceptions import AgentsException, InputGuardrailTripwireTriggered, ModelBehaviorError
+from agents.items import ToolCallItem, ToolCallOutputItem
+from agents.models.interface import Model
+from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent as SdkEvent
+
+from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent, ToolStepEvent
+from magent2.worker.runner import RunFailed
+from magent2.worker.sessions import SessionFactory
+
+SUMMARY_CHARS = 300
+
+# openai errors worth another attempt with the same input
+_RETRYABLE = (
+    openai.APIConnectionError,
+    openai.APITimeoutError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+)
+
+
+def build_model(name: str, *, api_key: str | None, base_url: str | None) -> Model:
+    """OpenAI's Responses API by default; Chat Completions for any other OpenAI-compatible server."""
+    from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
+
+    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None)
+    if base_url:
+        return OpenAIChatCompletionsModel(model=name, openai_client=client)
+    return OpenAIResponsesModel(model=name, openai_client=client)
+
+
+def summarize(value: Any, limit: int = SUMMARY_CHARS) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class AgentsSdkRunner:
+    def __init__(
+        self,
+        agent: Agent[Any],
+        sessions: SessionFactory,
+        *,
+        max_turns: int = 10,
+        run_config: RunConfig | None = None,
+    ) -> None:
+        self.agent, self.sessions, self.max_turns = agent, sessions, max_turns
+        self.run_config = run_config or RunConfig()
+
+    async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+        conversation = envelope.conversation_id
+        result = SdkRunner.run_streamed(
+            self.agent,
+            envelope.content,
+            context=envelope,
+            max_turns=self.max_turns,
+            session=self.sessions(conversation),
+            run_config=self.run_config,
+        )
+        tools = _ToolSteps(conversation)
+        index = 0
+        try:
+            async for sdk_event in result.stream_events():
+                if (token := _token_text(sdk_event)) is not None:
+                    yield TokenEvent(conversation_id=conversation, text=token, index=index)
+                    index += 1
+                elif (step := tools.step(sdk_event)) is not None:
+                    yield step
+        except InputGuardrailTripwireTriggered as exc:
+            raise RunFailed(f"input rejected by guardrail {exc.guardrail_result.guardrail.get_name()}",
+                            retryable=False) from exc
+        except MaxTurnsExceeded as exc:
+            raise RunFailed(f"max turns ({self.max_turns}) exceeded", retryable=False) from exc
+        except _RETRYABLE as exc:
+            raise RunFailed(f"model unavailable: {exc}", retryable=True) from exc
+        except (openai.APIError, ModelBehaviorError, AgentsException) as exc:
+            raise RunFailed(f"model error: {exc}", retryable=False) from exc
+        usage = result.context_wrapper.usage
+        yield OutputEvent(
+            conversation_id=conversation,
+            text=str(result.final_output or ""),
+            message_id=envelope.id,
+            usage={
+                "requests": usage.requests,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _token_text(event: SdkEvent) -> str | None:
+    if isinstance(event, RawResponsesStreamEvent) and event.data.type == "response.output_text.delta":
+        return str(event.data.delta)
+    return None
+
+
+TOOL_ERROR_PREFIX = "An error occurred while running the tool"
+
+
+class _ToolSteps:
+    """Turns tool_called / tool_output items into start and success|error tool_step events."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        self.started: dict[str, tuple[str, float]] = {}
+
+    def step(self, event: SdkEvent) -> ToolStepEvent | None:
+        if not isinstance(event, RunItemStreamEvent):
+            return None
+        item = event.item
+        if isinstance(item, ToolCallItem):
+            raw = item.raw_item
+            call_id = str(_field(raw, "call_id") or _field(raw, "id") or "")
+            name = str(_field(raw, "name") or "tool")
+            self.started[call_id] = (name, time.perf_counter())
+            return ToolStepEvent(
+                conversation_id=self.conversation_id,
+                name=name,
+                args=_parse_args(_field(raw, "arguments")),
+                status="start",
+                tool_call_id=call_id,
+            )
+        if isinstance(item, ToolCallOutputItem):
+            call_id = str(_field(item.raw_item, "call_id") or "")
+            name, began = self.started.pop(call_id, ("tool", time.perf_counter()))
+            error = _tool_error(item.output)
+            return ToolStepEvent(
+                conversation_id=self.conversation_id,
+                name=name,
+                status="error" if error else "success",
+                result_summary=None if error else summarize(item.output),
+                error=error,
+                duration_ms=round((time.perf_counter() - began) * 1000, 3),
+                tool_call_id=call_id,
+            )
+        return None
+
+
+def _field(raw: Any, name: str) -> Any:
+    return raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+
+
+def _parse_args(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            return {"raw": arguments}
+        return parsed if isinstance(parsed, dict) else {"value": parsed}
+    return arguments if isinstance(arguments, dict) else {}
+
+
+def _tool_error(output: Any) -> str | None:
+    """Tools report failure as {"error": ...}; the SDK's own handler as a fixed sentence."""
+    if isinstance(output, dict) and output.get("error"):
+        return summarize(output["error"])
+    if isinstance(output, str) and output.startswith(TOOL_ERROR_PREFIX):
+        return summarize(output)
+    return None
+
+
+def model_settings(temperature: float | None) -> ModelSettings:
+    return ModelSettings(temperature=temperature)

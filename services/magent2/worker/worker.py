@@ -1,0 +1,291 @@
+"""The consume loop: inbox -> runner -> conversation event stream, with the delivery guarantees
+of DESIGN.md (per-conversation order across replicas, de-duplication, leases, reclaim)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from magent2.bus import Bus, BusMessage, BusUnavailable, Keys
+from magent2.bus.api import parse_id
+from magent2.contracts import ErrorEvent, MessageEnvelope, RunStartedEvent
+from magent2.worker.events import EventSink
+from magent2.worker.runner import RunFailed, Runner
+
+log = logging.getLogger("magent2.worker")
+
+GROUP = "workers"
+T = TypeVar("T")
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(order=True)
+class _Queued:
+    sort_key: tuple[int, int]
+    message: BusMessage = field(compare=False)
+
+
+@dataclass
+class _Lane:
+    """Messages of one conversation held by this worker, smallest stream id first."""
+
+    heap: list[_Queued] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        bus: Bus,
+        runner: Runner,
+        *,
+        agent_name: str,
+        keys: Keys | None = None,
+        concurrency: int = 8,
+        visibility_timeout_s: float = 30,
+        shutdown_grace_s: float = 20,
+        max_attempts: int = 3,
+        events_ttl_s: int | None = None,
+        consumer: str | None = None,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self.bus, self.runner, self.agent_name = bus, runner, agent_name
+        self.keys = keys or Keys()
+        self.inbox = self.keys.inbox(agent_name)
+        self.consumer = consumer or consumer_name()
+        self.concurrency = concurrency
+        self.visibility_ms = int(visibility_timeout_s * 1000)
+        self.shutdown_grace_s = shutdown_grace_s
+        self.max_attempts = max_attempts
+        self.events_ttl_s = events_ttl_s
+        self.retry_backoff_s = retry_backoff_s
+        self._running = asyncio.Semaphore(concurrency)
+        self._lanes: dict[str, _Lane] = {}
+        self._held: set[str] = set()  # message ids this worker holds (queued or running)
+        self._stopping = asyncio.Event()
+        self._room = asyncio.Event()
+        self.processed = 0  # runs finished (output or final error), for tests and metrics
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the inbox until `stop()`; then finish or hand back what is held."""
+        await self._retrying(lambda: self.bus.ensure_group(self.inbox, GROUP))
+        log.info("worker %s consuming %s (concurrency %d)", self.consumer, self.inbox, self.concurrency)
+        background = [
+            asyncio.create_task(self._renew_leases(), name="leases"),
+            asyncio.create_task(self._reclaim_forever(), name="reclaim"),
+        ]
+        try:
+            await self._consume_forever()
+        finally:
+            for task in background:
+                task.cancel()
+            await self._drain()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._room.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- intake ------------------------------------------------------------------------------
+    async def _consume_forever(self) -> None:
+        while not self.stopping:
+            free = self.concurrency - len(self._held)
+            if free <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                messages = await self.bus.consume(
+                    self.inbox, GROUP, self.consumer, count=free, block_ms=1000
+                )
+            except BusUnavailable as exc:
+                log.warning("inbox %s: %s; retrying", self.inbox, exc)
+                await self._pause(1.0)
+                continue
+            for message in messages:
+                self._accept(message)
+
+    async def _reclaim_forever(self) -> None:
+        """Adopt messages whose consumer died. Runs even when every slot is taken by messages
+        waiting for their turn: the message they wait for may be one of these."""
+        interval = max(self.visibility_ms / 2000, 0.05)
+        while not self.stopping:
+            try:
+                claimed = await self.bus.reclaim(
+                    self.inbox, GROUP, self.consumer, min_idle_ms=self.visibility_ms, count=self.concurrency
+                )
+            except BusUnavailable as exc:
+                log.warning("reclaim on %s: %s", self.inbox, exc)
+                claimed = []
+            for message in claimed:
+                if message.id not in self._held:
+                    log.info("reclaimed %s from a dead consumer", message.id)
+                    self._accept(message)
+            await self._pause(interval)
+
+    async def _renew_leases(self) -> None:
+        interval = max(self.visibility_ms / 3000, 0.02)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(BusUnavailable):
+                await self.bus.touch(self.inbox, GROUP, self.consumer, sorted(self._held))
+
+    def _accept(self, message: BusMessage) -> None:
+        try:
+            envelope = MessageEnvelope.model_validate_json(message.payload)
+        except ValidationError as exc:
+            log.error("dropping malformed message %s: %s", message.id, exc)
+            asyncio.create_task(self._retrying(lambda: self.bus.complete(self.inbox, GROUP, message.id)))
+            return
+        self._held.add(message.id)
+        lane = self._lanes.get(envelope.conversation_id)
+        if lane is None:
+            lane = self._lanes[envelope.conversation_id] = _Lane()
+        heapq.heappush(lane.heap, _Queued(parse_id(message.id), message))
+        lane.wake.set()
+        if lane.task is None:
+            lane.task = asyncio.create_task(
+                self._run_lane(envelope.conversation_id, lane), name=f"lane:{envelope.conversation_id}"
+            )
+
+    # -- one conversation ---------------------------------------------------------------------
+    async def _run_lane(self, conversation_id: str, lane: _Lane) -> None:
+        backoff = 0.005
+        try:
+            while lane.heap:
+                head = lane.heap[0].message
+                if not await self._retrying(lambda: self.bus.is_turn(self.inbox, conversation_id, head.id)):
+                    # An earlier message of this conversation runs elsewhere (or must be reclaimed).
+                    lane.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lane.wake.wait(), backoff)
+                    backoff = min(backoff * 2, 0.25)
+                    continue
+                backoff = 0.005
+                heapq.heappop(lane.heap)
+                async with self._running:
+                    await self._process(head)
+                self._held.discard(head.id)
+                self._room.set()
+        finally:
+            lane.task = None
+            if lane.heap:  # cancelled at shutdown: hand the rest back
+                await self._hand_back([queued.message.id for queued in lane.heap])
+            if self._lanes.get(conversation_id) is lane:
+                del self._lanes[conversation_id]
+
+    async def _process(self, message: BusMessage) -> None:
+        envelope = MessageEnvelope.model_validate_json(message.payload)
+        conversation = envelope.conversation_id
+        if await self._retrying(lambda: self.bus.is_done(self.inbox, envelope.id)):
+            log.info("message %s already done; acknowledging the duplicate", envelope.id)
+            await self._complete(message, envelope, done=False)
+            return
+        sink = EventSink(self.bus, self.keys.events(conversation), ttl_s=self.events_ttl_s)
+        try:
+            sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
+            await self._run_with_retries(envelope, sink)
+            await sink.close()
+        except asyncio.CancelledError:
+            sink.abort()
+            await self._hand_back([message.id])
+            raise
+        except BusUnavailable as exc:
+            # Could not publish: leave the message pending; it is retried after the lease lapses.
+            sink.abort()
+            log.error("message %s: events not published (%s); it will be retried", envelope.id, exc)
+            return
+        await self._complete(message, envelope, done=True)
+        self.processed += 1
+
+    async def _run_with_retries(self, envelope: MessageEnvelope, sink: EventSink) -> None:
+        if envelope.type != "message":
+            sink.put(self._error(envelope, f"unsupported envelope type {envelope.type!r}", retryable=False))
+            return
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async for event in self.runner.run(envelope):
+                    sink.put(event)
+                return
+            except RunFailed as exc:
+                if not exc.retryable or attempt == self.max_attempts:
+                    sink.put(self._error(envelope, str(exc), retryable=exc.retryable))
+                    return
+                log.warning("message %s attempt %d failed (%s); retrying", envelope.id, attempt, exc)
+                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+            except BusUnavailable:
+                raise
+            except Exception as exc:
+                log.exception("message %s failed", envelope.id)
+                sink.put(self._error(envelope, f"{type(exc).__name__}: {exc}", retryable=False))
+                return
+
+    @staticmethod
+    def _error(envelope: MessageEnvelope, text: str, *, retryable: bool) -> ErrorEvent:
+        return ErrorEvent(
+            conversation_id=envelope.conversation_id, message=text, retryable=retryable, message_id=envelope.id
+        )
+
+    async def _complete(self, message: BusMessage, envelope: MessageEnvelope, *, done: bool) -> None:
+        await self._retrying(
+            lambda: self.bus.complete(
+                self.inbox,
+                GROUP,
+                message.id,
+                order_key=envelope.conversation_id,
+                done_token=envelope.id if done else None,
+            )
+        )
+
+    # -- shutdown -----------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if lanes:
+            log.info("finishing %d conversation(s), up to %.0fs", len(lanes), self.shutdown_grace_s)
+            _, unfinished = await asyncio.wait(lanes, timeout=self.shutdown_grace_s)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        log.info("worker %s stopped", self.consumer)
+
+    async def _hand_back(self, ids: list[str]) -> None:
+        """Make held messages immediately reclaimable by another worker."""
+        self._held.difference_update(ids)
+        with contextlib.suppress(BusUnavailable):
+            await self.bus.release(self.inbox, GROUP, self.consumer, ids, idle_ms=self.visibility_ms + 1)
+
+    # -- helpers ------------------------------------------------------------------------------
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Retry a bus operation through an outage (with back-off); give up only on shutdown."""
+        delay = 0.1
+        while True:
+            try:
+                return await operation()
+            except BusUnavailable as exc:
+                if self.stopping and delay > 1:
+                    raise
+                log.warning("bus unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

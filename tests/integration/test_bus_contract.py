@@ -1,0 +1,169 @@
+"""One contract, two buses: every test here runs on InMemoryBus and on RedisStreamsBus."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from magent2.bus import LATEST, START, Bus
+from magent2.bus.api import parse_id
+
+S = "stream:test"
+G = "workers"
+
+
+async def test_publish_then_read_in_order(bus: Bus) -> None:
+    ids = [await bus.publish(S, f"m{i}") for i in range(3)]
+    assert ids == sorted(ids, key=parse_id)
+    got = await bus.read(S, START)
+    assert [m.payload for m in got] == ["m0", "m1", "m2"]
+    assert [m.id for m in await bus.read(S, ids[0])] == ids[1:]
+    assert await bus.last_id(S) == ids[-1]
+    assert await bus.last_id("stream:none") == START
+
+
+async def test_publish_many_keeps_order_and_count(bus: Bus) -> None:
+    ids = await bus.publish_many(S, [str(i) for i in range(1000)], ttl_s=60)
+    assert len(set(ids)) == 1000
+    got = await bus.read(S, START, count=2000)
+    assert [m.payload for m in got] == [str(i) for i in range(1000)]
+
+
+async def test_read_count_limits_batch(bus: Bus) -> None:
+    await bus.publish_many(S, ["a", "b", "c"])
+    assert [m.payload for m in await bus.read(S, START, count=2)] == ["a", "b"]
+
+
+async def test_blocking_read_wakes_on_publish(bus: Bus) -> None:
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await bus.publish(S, "late")
+
+    task = asyncio.create_task(later())
+    began = time.monotonic()
+    got = await bus.read(S, START, block_ms=5000)
+    assert [m.payload for m in got] == ["late"]
+    assert time.monotonic() - began < 2
+    await task
+
+
+async def test_blocking_read_times_out_empty(bus: Bus) -> None:
+    assert await bus.read(S, START, block_ms=50) == []
+
+
+async def test_latest_cursor_sees_only_new_entries(bus: Bus) -> None:
+    await bus.publish(S, "old")
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await bus.publish(S, "new")
+
+    task = asyncio.create_task(later())
+    got = await bus.read(S, LATEST, block_ms=5000)
+    assert [m.payload for m in got] == ["new"]
+    await task
+
+
+async def test_streams_lists_by_prefix(bus: Bus) -> None:
+    await bus.publish("p:chat:B", "x")
+    await bus.publish("p:chat:A", "x")
+    await bus.publish("p:stream:c", "x")
+    assert await bus.streams("p:chat:") == ["p:chat:A", "p:chat:B"]
+
+
+async def test_group_delivers_each_entry_once(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.ensure_group(S, G)  # idempotent
+    await bus.publish_many(S, ["1", "2", "3", "4"])
+    a = await bus.consume(S, G, "a", count=2, block_ms=100)
+    b = await bus.consume(S, G, "b", count=10, block_ms=100)
+    assert [m.payload for m in a] == ["1", "2"]
+    assert [m.payload for m in b] == ["3", "4"]
+    assert await bus.consume(S, G, "a", count=10, block_ms=50) == []
+
+
+async def test_group_starts_at_beginning_of_existing_stream(bus: Bus) -> None:
+    await bus.publish(S, "before")
+    await bus.ensure_group(S, G)
+    assert [m.payload for m in await bus.consume(S, G, "a", count=5, block_ms=50)] == ["before"]
+
+
+async def test_blocking_consume_wakes_on_publish(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await bus.publish(S, "x")
+
+    task = asyncio.create_task(later())
+    got = await bus.consume(S, G, "a", count=5, block_ms=5000)
+    assert [m.payload for m in got] == ["x"]
+    await task
+
+
+async def test_reclaim_takes_only_idle_entries(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.publish_many(S, ["1", "2"])
+    await bus.consume(S, G, "dead", count=2, block_ms=50)
+    assert await bus.reclaim(S, G, "alive", min_idle_ms=10_000, count=10) == []
+    await asyncio.sleep(0.08)
+    claimed = await bus.reclaim(S, G, "alive", min_idle_ms=50, count=10)
+    assert [m.payload for m in claimed] == ["1", "2"]
+    # now owned by "alive" with a fresh idle time
+    assert await bus.reclaim(S, G, "other", min_idle_ms=50, count=10) == []
+
+
+async def test_touch_renews_the_lease(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.publish(S, "1")
+    [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
+    await asyncio.sleep(0.08)
+    await bus.touch(S, G, "a", [message.id])
+    assert await bus.reclaim(S, G, "b", min_idle_ms=60, count=10) == []
+
+
+async def test_release_makes_entries_reclaimable_now(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.publish(S, "1")
+    [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
+    await bus.release(S, G, "a", [message.id], idle_ms=60_000)
+    assert [m.id for m in await bus.reclaim(S, G, "b", min_idle_ms=30_000, count=10)] == [message.id]
+
+
+async def test_complete_acks_and_remembers(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.publish(S, "1")
+    [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
+    assert not await bus.is_done(S, "env-1")
+    await bus.complete(S, G, message.id, done_token="env-1")
+    assert await bus.is_done(S, "env-1")
+    await asyncio.sleep(0.05)
+    assert await bus.reclaim(S, G, "b", min_idle_ms=0, count=10) == []
+
+
+async def test_order_key_gives_turns_in_arrival_order(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    first = await bus.publish(S, "1", order_key="conv")
+    second = await bus.publish(S, "2", order_key="conv")
+    other = await bus.publish(S, "3", order_key="other")
+    assert await bus.is_turn(S, "conv", first)
+    assert not await bus.is_turn(S, "conv", second)
+    assert await bus.is_turn(S, "other", other)
+    await bus.complete(S, G, first, order_key="conv")
+    assert await bus.is_turn(S, "conv", second)
+    await bus.complete(S, G, second, order_key="conv")
+    unordered = await bus.publish(S, "4")
+    assert await bus.is_turn(S, "conv", unordered)
+
+
+async def test_trimmed_head_does_not_block_the_order(bus: Bus) -> None:
+    bus.maxlen = 2  # type: ignore[attr-defined]
+    lost = await bus.publish(S, "lost", order_key="conv")
+    await bus.publish_many(S, ["x"] * 300)  # MAXLEN trims `lost` away (Redis trims approximately)
+    later = await bus.publish(S, "later", order_key="conv")
+    assert [m for m in await bus.read(S, START, count=1000) if m.id == lost] == []
+    assert await bus.is_turn(S, "conv", later)
+
+
+async def test_ping(bus: Bus) -> None:
+    await bus.ping()
