@@ -50,11 +50,12 @@ async def eventually(predicate: Any, timeout: float = 10.0, what: str = "conditi
 class RedisServer:
     """A throwaway `redis-server` (Debian package) on a free port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: install the Debian package redis-server (make deps)")
-        self.port = free_port()
+        self.workdir = workdir
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -74,6 +75,11 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             s.sendall(b"FLUSHALL\r\n")
             s.recv(16)
+
+    @classmethod
+    def restart(cls, stopped: RedisServer) -> RedisServer:
+        """A new server on the same port, as after an outage."""
+        return cls(stopped.workdir, stopped.port)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -141,3 +147,37 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
             return False
 
     wait_until(up, timeout=timeout, interval=0.05, what=url)
+
+
+async def send_envelope(bus: Any, content: str, *, conversation: str = "c1", agent: str = "DevAgent",
+                        envelope_id: str | None = None, prefix: str = "") -> Any:
+    from magent2.bus import Keys
+    from magent2.contracts import MessageEnvelope
+
+    fields: dict[str, Any] = {"conversation_id": conversation, "sender": "user:test",
+                              "recipient": f"agent:{agent}", "content": content}
+    if envelope_id:
+        fields["id"] = envelope_id
+    envelope = MessageEnvelope(**fields)
+    await bus.publish(Keys(prefix).inbox(agent), envelope.to_json(), order_key=conversation)
+    return envelope
+
+
+async def conversation_events(bus: Any, conversation: str, *, prefix: str = "") -> list[Any]:
+    from magent2.bus import START, Keys
+    from magent2.contracts import parse_event
+
+    return [parse_event(m.payload) for m in await bus.read(Keys(prefix).events(conversation), START, count=100_000)]
+
+
+async def wait_for_outputs(
+    bus: Any, conversation: str, count: int, timeout: float = 10.0, prefix: str = ""
+) -> list[Any]:
+    """The conversation's events once `count` final (output or error) events are in it."""
+
+    async def enough() -> bool:
+        events = await conversation_events(bus, conversation, prefix=prefix)
+        return sum(e.event in ("output", "error") for e in events) >= count
+
+    await eventually(enough, timeout=timeout, what=f"{count} final events in {conversation}")
+    return await conversation_events(bus, conversation, prefix=prefix)

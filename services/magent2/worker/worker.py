@@ -114,7 +114,7 @@ class Worker:
                 continue
             try:
                 messages = await self.bus.consume(
-                    self.inbox, GROUP, self.consumer, count=free, block_ms=1000
+                    self.inbox, GROUP, self.consumer, count=free, block_ms=500
                 )
             except BusUnavailable as exc:
                 log.warning("inbox %s: %s; retrying", self.inbox, exc)

@@ -1,0 +1,225 @@
+"""The gateway over real HTTP (uvicorn on a free port) with a worker behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from magent2.bus import Bus, RedisStreamsBus
+from magent2.gateway import create_app
+from magent2.settings import GatewaySettings
+from magent2.worker import EchoRunner, Worker
+from tests.integration.test_worker import running
+from tests.support import RedisServer, conversation_events, serve_app
+
+
+def settings(**values: Any) -> GatewaySettings:
+    return GatewaySettings(**values)
+
+
+def message(content: str = "hello", conversation: str = "c1", **extra: Any) -> dict[str, Any]:
+    return {"conversation_id": conversation, "sender": "user:alice", "recipient": "agent:DevAgent",
+            "type": "message", "content": content, **extra}
+
+
+def parse_frames(text: str) -> list[dict[str, Any]]:
+    frames = []
+    for block in text.split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or not line:
+                continue
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        if "data" in fields:
+            fields["data"] = json.loads(fields["data"])
+            frames.append(fields)
+    return frames
+
+
+@pytest.fixture
+async def gateway(bus: Bus) -> AsyncIterator[tuple[str, Bus]]:
+    app = create_app(settings(GATEWAY_HEARTBEAT_SECONDS=0.2, GATEWAY_MAX_CONTENT_BYTES=1000), bus=bus)
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
+    async with serve_app(app) as url, running(worker):
+        yield url, bus
+
+
+async def test_send_then_stream_the_reply(gateway: tuple[str, Bus]) -> None:
+    url, _ = gateway
+    async with httpx.AsyncClient(base_url=url) as http:
+        sent = await http.post("/send", json=message("hi there"))
+        assert sent.status_code == 202, sent.text
+        body = sent.json()
+        assert body["inbox"] == "chat:DevAgent" and body["stream_url"] == "/stream/c1"
+        reply = await http.get("/stream/c1", params={"max_events": 6}, timeout=10)
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    frames = parse_frames(reply.text)
+    assert [f["event"] for f in frames] == ["user_message", "run_started", "token", "token", "token", "output"]
+    assert frames[0]["id"] == body["cursor"]
+    assert frames[0]["data"]["message_id"] == body["id"] == frames[-1]["data"]["message_id"]
+    assert frames[-1]["data"]["text"] == "echo: hi there"
+    assert all(f["data"]["event"] == f["event"] for f in frames)
+
+
+async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(gateway: tuple[str, Bus]) -> None:
+    url, _ = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        for i in range(3):
+            await http.post("/send", json=message(f"message number {i}"))
+        everything = parse_frames((await http.get("/stream/c1", params={"max_events": 18})).text)
+        assert len(everything) == 18
+        seen: list[dict[str, Any]] = []
+        cursor = None
+        while len(seen) < 18:  # drop the connection after 4 events, resume with Last-Event-ID
+            want = min(4, 18 - len(seen))
+            headers = {"Last-Event-ID": cursor} if cursor else {}
+            async with http.stream("GET", "/stream/c1", headers=headers) as response:
+                text = ""
+                async for chunk in response.aiter_text():
+                    text += chunk
+                    if len(parse_frames(text)) >= want:
+                        break
+            batch = parse_frames(text)[:want]
+            seen.extend(batch)
+            cursor = batch[-1]["id"]
+    assert [f["id"] for f in seen] == [f["id"] for f in everything]
+
+
+async def test_last_id_query_and_latest(gateway: tuple[str, Bus]) -> None:
+    url, _ = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        first = (await http.post("/send", json=message("one"))).json()
+        after = parse_frames((await http.get("/stream/c1", params={"last_id": first["cursor"], "max_events": 4})).text)
+        assert after[0]["event"] == "run_started"
+        task = asyncio.create_task(http.get("/stream/c1", params={"last_id": "$", "max_events": 1}))
+        await asyncio.sleep(0.3)
+        await http.post("/send", json=message("two"))
+        only_new = parse_frames((await task).text)
+    assert only_new[0]["event"] == "user_message" and only_new[0]["data"]["content"] == "two"
+
+
+async def test_heartbeats_keep_an_idle_stream_alive(gateway: tuple[str, Bus]) -> None:
+    url, _ = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http, http.stream("GET", "/stream/quiet") as response:
+        text = ""
+        async for chunk in response.aiter_text():
+            text += chunk
+            if text.count(": ping") >= 2:
+                break
+    assert text.count(": ping") >= 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (json.dumps({"content": "x"}).encode(), 422, "conversation_id"),
+        (json.dumps(message(recipient="DevAgent")).encode(), 422, "recipient"),
+        (json.dumps(message(recipient="agent:")).encode(), 422, "recipient"),
+        (json.dumps(message(sender="alice")).encode(), 422, "sender"),
+        (json.dumps(message(content="")).encode(), 422, "content"),
+        (json.dumps(message(content="x" * 1001)).encode(), 413, "limit is 1000"),
+        (json.dumps(message(type="shout")).encode(), 422, "type"),
+        (json.dumps(message(conversation="has space")).encode(), 422, "conversation_id"),
+        (json.dumps(message(extra_field=1)).encode(), 422, "extra_field"),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx_and_publishes_nothing(
+    gateway: tuple[str, Bus], body: bytes, status: int, needle: str
+) -> None:
+    url, bus = gateway
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.post("/send", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert needle in response.text
+    assert await bus.streams("") == ["chat:DevAgent"]  # the worker's own (empty) inbox, nothing else
+    assert await bus.read("chat:DevAgent") == []
+
+
+async def test_bad_stream_parameters(gateway: tuple[str, Bus]) -> None:
+    url, _ = gateway
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/stream/c1", params={"last_id": "yesterday"})).status_code == 400
+        assert (await http.get("/stream/c1", params={"max_events": 0})).status_code == 422
+        assert (await http.get("/stream/bad id")).status_code == 422
+
+
+async def test_operational_endpoints(gateway: tuple[str, Bus]) -> None:
+    url, _ = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        await http.post("/send", json=message())  # user_message, run_started, 2 tokens, output
+        await http.get("/stream/c1", params={"max_events": 5})
+        assert (await http.get("/health")).json() == {"status": "ok"}
+        assert (await http.get("/ready")).json() == {"status": "ready"}
+        assert (await http.get("/agents")).json() == {"agents": [{"name": "DevAgent", "inbox": "chat:DevAgent"}]}
+        metrics = (await http.get("/metrics")).text
+        assert (await http.get("/docs")).status_code == 200
+        assert "/send" in (await http.get("/openapi.json")).json()["paths"]
+    assert 'magent2_gateway_requests_total{method="POST",route="/send",status="202"} 1.0' in metrics
+    assert "magent2_gateway_messages_published_total 1.0" in metrics
+    assert "magent2_gateway_events_sent_total 5.0" in metrics
+    assert "magent2_gateway_open_streams 0.0" in metrics
+    assert "magent2_gateway_event_lag_seconds_count" in metrics
+
+
+async def test_bearer_token_auth(bus: Bus) -> None:
+    app = create_app(settings(GATEWAY_API_TOKENS="s3cret,other"), bus=bus)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.post("/send", json=message())).status_code == 401
+        bad = await http.post("/send", json=message(), headers={"Authorization": "Bearer wrong"})
+        assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+        assert (await http.get("/agents")).status_code == 401
+        assert (await http.get("/stream/c1")).status_code == 401
+        ok = await http.post("/send", json=message(), headers={"Authorization": "Bearer other"})
+        assert ok.status_code == 202
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/ready")).status_code == 200
+
+
+async def test_redis_outage_503_then_streams_resume(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    bus = RedisStreamsBus(server.url)
+    app = create_app(settings(GATEWAY_HEARTBEAT_SECONDS=0.2), bus=bus)
+    try:
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
+            before = await http.post("/send", json=message("before"))
+            assert before.status_code == 202
+            async with http.stream("GET", "/stream/c1", params={"max_events": 2}) as stream:
+                chunks = stream.aiter_text()
+                text = await anext(chunks)
+                while "user_message" not in text:
+                    text += await anext(chunks)
+                server.stop()
+                down = await http.post("/send", json=message("during"))
+                assert down.status_code == 503 and "nothing was sent" in down.text
+                assert (await http.get("/ready")).status_code == 503
+                metrics = (await http.get("/metrics")).text
+                assert "magent2_gateway_publish_errors_total 1.0" in metrics
+                while "bus unavailable" not in text:
+                    text += await anext(chunks)
+                server = RedisServer.restart(server)
+                after = await http.post("/send", json=message("after"))
+                assert after.status_code == 202
+                async for chunk in chunks:
+                    text += chunk
+            frames = parse_frames(text)
+            assert [f["data"]["content"] for f in frames] == ["before", "after"]
+            assert (await http.get("/ready")).status_code == 200
+    finally:
+        await bus.close()
+        server.stop()
+
+
+async def test_events_of_a_send_land_in_the_conversation_stream(gateway: tuple[str, Bus]) -> None:
+    url, bus = gateway
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/send", json=message("x", metadata={"trace": "t-1"}))
+    events = await conversation_events(bus, "c1")
+    assert events[0].event == "user_message" and events[0].sender == "user:alice"

@@ -1,0 +1,246 @@
+"""Worker delivery guarantees on both buses: order, concurrency, de-duplication, reclaim,
+graceful shutdown, and failures turned into error events without losing the message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from magent2.bus import Bus, BusUnavailable, Keys
+from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
+from magent2.worker import GROUP, EchoRunner, RunFailed, Worker
+from tests.support import conversation_events, eventually, send_envelope, wait_for_outputs
+
+
+class SlowRunner:
+    """Records which messages run at the same time."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.active: dict[str, int] = defaultdict(int)
+        self.max_per_conversation = 0
+        self.max_total = 0
+        self.order: dict[str, list[str]] = defaultdict(list)
+        self.started = asyncio.Event()
+
+    async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+        conv = envelope.conversation_id
+        self.active[conv] += 1
+        self.order[conv].append(envelope.content)
+        self.max_per_conversation = max(self.max_per_conversation, self.active[conv])
+        self.max_total = max(self.max_total, sum(self.active.values()))
+        self.started.set()
+        try:
+            yield TokenEvent(conversation_id=conv, text="…", index=0)
+            await asyncio.sleep(self.delay)
+            yield OutputEvent(conversation_id=conv, text=f"done {envelope.content}", message_id=envelope.id)
+        finally:
+            self.active[conv] -= 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def running(*workers: Worker) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        yield tasks
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+
+
+def outputs(events: list[Any]) -> list[str]:
+    return [e.text for e in events if e.event == "output"]
+
+
+async def test_echo_round_trip_events(bus: Bus) -> None:
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
+    async with running(worker):
+        sent = await send_envelope(bus, "hello there")
+        events = await wait_for_outputs(bus, "c1", 1)
+    kinds = [e.event for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "output"
+    assert "".join(e.text for e in events if e.event == "token") == "echo: hello there"
+    assert events[-1].message_id == sent.id
+    assert [e.index for e in events if e.event == "token"] == list(range(kinds.count("token")))
+
+
+async def test_one_conversation_runs_serially_in_order_across_replicas(bus: Bus) -> None:
+    runner = SlowRunner(delay=0.03)
+    replicas = [Worker(bus, runner, agent_name="DevAgent", concurrency=4) for _ in range(2)]
+    async with running(*replicas):
+        for i in range(6):
+            for conv in ("a", "b", "c"):
+                await send_envelope(bus, f"{conv}{i}", conversation=conv)
+        for conv in ("a", "b", "c"):
+            await wait_for_outputs(bus, conv, 6)
+    assert runner.max_per_conversation == 1
+    assert runner.max_total > 1  # different conversations did run concurrently
+    for conv in ("a", "b", "c"):
+        assert runner.order[conv] == [f"{conv}{i}" for i in range(6)]
+        assert outputs(await conversation_events(bus, conv)) == [f"done {conv}{i}" for i in range(6)]
+
+
+async def test_concurrency_bounds_parallel_runs(bus: Bus) -> None:
+    runner = SlowRunner(delay=0.05)
+    worker = Worker(bus, runner, agent_name="DevAgent", concurrency=3)
+    async with running(worker):
+        for i in range(9):
+            await send_envelope(bus, str(i), conversation=f"conv{i}")
+        for i in range(9):
+            await wait_for_outputs(bus, f"conv{i}", 1)
+    assert runner.max_total == 3
+
+
+async def test_duplicate_envelope_runs_once(bus: Bus) -> None:
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
+    async with running(worker):
+        await send_envelope(bus, "once", envelope_id="fixed-id")
+        await wait_for_outputs(bus, "c1", 1)
+        await send_envelope(bus, "once", envelope_id="fixed-id")
+        await send_envelope(bus, "marker")
+        events = await wait_for_outputs(bus, "c1", 2)
+    assert outputs(events) == ["echo: once", "echo: marker"]
+
+
+async def test_message_of_a_dead_consumer_is_reclaimed(bus: Bus) -> None:
+    inbox = Keys().inbox("DevAgent")
+    await bus.ensure_group(inbox, GROUP)
+    await send_envelope(bus, "orphan")
+    taken = await bus.consume(inbox, GROUP, "dead-consumer", count=1, block_ms=100)
+    assert len(taken) == 1
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.2)
+    async with running(worker):
+        events = await wait_for_outputs(bus, "c1", 1)
+    assert outputs(events) == ["echo: orphan"]
+
+
+async def test_long_run_keeps_its_lease(bus: Bus) -> None:
+    runner = SlowRunner(delay=0.6)
+    first = Worker(bus, runner, agent_name="DevAgent", visibility_timeout_s=0.15)
+    second = Worker(bus, runner, agent_name="DevAgent", visibility_timeout_s=0.15)
+    async with running(first, second):
+        await send_envelope(bus, "long")
+        await wait_for_outputs(bus, "c1", 1)
+        await asyncio.sleep(0.3)
+    assert outputs(await conversation_events(bus, "c1")) == ["done long"]
+    assert runner.order["c1"] == ["long"]
+
+
+async def test_graceful_stop_finishes_in_flight_run(bus: Bus) -> None:
+    runner = SlowRunner(delay=0.3)
+    worker = Worker(bus, runner, agent_name="DevAgent", shutdown_grace_s=5)
+    task = asyncio.create_task(worker.run())
+    await send_envelope(bus, "finish me")
+    await asyncio.wait_for(runner.started.wait(), 5)
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert outputs(await conversation_events(bus, "c1")) == ["done finish me"]
+
+
+async def test_stop_past_grace_hands_messages_back(bus: Bus) -> None:
+    slow = SlowRunner(delay=30)
+    leaving = Worker(bus, slow, agent_name="DevAgent", shutdown_grace_s=0.1, visibility_timeout_s=60)
+    task = asyncio.create_task(leaving.run())
+    await send_envelope(bus, "handed back")
+    await asyncio.wait_for(slow.started.wait(), 5)
+    leaving.stop()
+    await asyncio.wait_for(task, 10)
+    taker = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=60)
+    async with running(taker):  # reclaims at once although the visibility timeout is long
+        events = await wait_for_outputs(bus, "c1", 1, timeout=5)
+    assert outputs(events) == ["echo: handed back"]
+
+
+class FlakyRunner:
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        yield OutputEvent(conversation_id=envelope.conversation_id, text="recovered")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected_kind", "calls"),
+    [
+        ([RunFailed("rate limited", retryable=True)], "output", 2),
+        ([RunFailed("bad request", retryable=False)], "error", 1),
+        ([RunFailed("down", retryable=True)] * 3, "error", 3),
+        ([ValueError("boom")], "error", 1),
+    ],
+)
+async def test_model_failures_become_error_events(
+    bus: Bus, failures: list[Exception], expected_kind: str, calls: int
+) -> None:
+    runner = FlakyRunner(list(failures))
+    worker = Worker(bus, runner, agent_name="DevAgent", max_attempts=3, retry_backoff_s=0.01)
+    async with running(worker):
+        await send_envelope(bus, "try")
+        events = await wait_for_outputs(bus, "c1", 1)
+        # acknowledged: not redelivered to anyone
+        assert await bus.reclaim(Keys().inbox("DevAgent"), GROUP, "x", min_idle_ms=0, count=10) == []
+    final = events[-1]
+    assert final.event == expected_kind
+    assert runner.calls == calls
+    if final.event == "error":
+        assert final.message and final.message_id
+
+
+async def test_malformed_inbox_entry_is_dropped_not_fatal(bus: Bus) -> None:
+    inbox = Keys().inbox("DevAgent")
+    await bus.publish(inbox, "{not json")
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
+    async with running(worker):
+        await send_envelope(bus, "after garbage")
+        events = await wait_for_outputs(bus, "c1", 1)
+    assert outputs(events) == ["echo: after garbage"]
+
+
+class OutageBus:
+    """Failure injection: the first `failures` publish_many calls raise BusUnavailable."""
+
+    def __init__(self, inner: Bus, failures: int) -> None:
+        self.inner, self.failures = inner, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def publish_many(self, *args: Any, **kwargs: Any) -> list[str]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BusUnavailable("injected outage")
+        return await self.inner.publish_many(*args, **kwargs)
+
+
+async def test_events_lost_to_an_outage_are_retried_not_dropped(bus: Bus) -> None:
+    flaky: Any = OutageBus(bus, failures=1)
+    worker = Worker(flaky, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.2)
+    async with running(worker):
+        await send_envelope(bus, "survive")
+        events = await wait_for_outputs(bus, "c1", 1)
+    assert outputs(events) == ["echo: survive"]
+
+
+async def test_prefix_is_applied_to_every_key(bus: Bus) -> None:
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent", keys=Keys("tenant1:"))
+    async with running(worker):
+        await send_envelope(bus, "prefixed", prefix="tenant1:")
+        events = await wait_for_outputs(bus, "c1", 1, prefix="tenant1:")
+    assert outputs(events) == ["echo: prefixed"]
+    assert await bus.streams("chat:") == []
+    assert await bus.streams("tenant1:chat:") == ["tenant1:chat:DevAgent"]
