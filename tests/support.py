@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> None:
+def wait_until(
+    predicate: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -58,15 +60,29 @@ class RedisServer:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_until(self.ready, what="redis-server")
 
     def ready(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
+        ):
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
         return False
@@ -98,7 +114,6 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await eventually(lambda: server.started or task.done(), what="uvicorn")
@@ -112,7 +127,9 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
 
 
 def python_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "GATEWAY_", "OPENAI_", "REDIS_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "GATEWAY_", "OPENAI_", "REDIS_"))
+    }
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -149,13 +166,24 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     wait_until(up, timeout=timeout, interval=0.05, what=url)
 
 
-async def send_envelope(bus: Any, content: str, *, conversation: str = "c1", agent: str = "DevAgent",
-                        envelope_id: str | None = None, prefix: str = "") -> Any:
+async def send_envelope(
+    bus: Any,
+    content: str,
+    *,
+    conversation: str = "c1",
+    agent: str = "DevAgent",
+    envelope_id: str | None = None,
+    prefix: str = "",
+) -> Any:
     from magent2.bus import Keys
     from magent2.contracts import MessageEnvelope
 
-    fields: dict[str, Any] = {"conversation_id": conversation, "sender": "user:test",
-                              "recipient": f"agent:{agent}", "content": content}
+    fields: dict[str, Any] = {
+        "conversation_id": conversation,
+        "sender": "user:test",
+        "recipient": f"agent:{agent}",
+        "content": content,
+    }
     if envelope_id:
         fields["id"] = envelope_id
     envelope = MessageEnvelope(**fields)
@@ -167,7 +195,10 @@ async def conversation_events(bus: Any, conversation: str, *, prefix: str = "") 
     from magent2.bus import START, Keys
     from magent2.contracts import parse_event
 
-    return [parse_event(m.payload) for m in await bus.read(Keys(prefix).events(conversation), START, count=100_000)]
+    return [
+        parse_event(m.payload)
+        for m in await bus.read(Keys(prefix).events(conversation), START, count=100_000)
+    ]
 
 
 async def wait_for_outputs(

@@ -40,21 +40,25 @@ def _worker(_: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="magent2", description="A Kubernetes-native runtime for LLM agents.")
+    parser = argparse.ArgumentParser(
+        prog="magent2", description="A Kubernetes-native runtime for LLM agents."
+    )
     parser.add_argument("--version", action="version", version=f"magent2 {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="gateway + one worker per Agent in one process (no cluster, no Redis)")
+    up = commands.add_parser(
+        "up", help="gateway + one worker per Agent in one process (no cluster, no Redis)"
+    )
     up.add_argument("-f", "--file", help="Agent manifests (YAML); default: the embedded DevAgent")
     up.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     up.add_argument("--redis-url", help="use this Redis instead of the in-memory bus")
     up.set_defaults(handler=_up)
 
-    commands.add_parser("gateway", help="the HTTP/SSE gateway (configured by GATEWAY_* and REDIS_URL)").set_defaults(
-        handler=_gateway
-    )
+    commands.add_parser(
+        "gateway", help="the HTTP/SSE gateway (configured by GATEWAY_* and REDIS_URL)"
+    ).set_defaults(handler=_gateway)
     commands.add_parser("worker", help="a worker for AGENT_NAME's inbox (configured by env)").set_defaults(
         handler=_worker
     )
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return client_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     result: int = args.handler(args)
     return result
 

@@ -53,10 +53,8 @@ async def serve(
     redis_url: str | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    base = WorkerSettings(REDIS_URL=redis_url) if redis_url else WorkerSettings()
-    gateway_settings = GatewaySettings(
-        **({"REDIS_URL": redis_url} if redis_url else {}), GATEWAY_HOST=host, GATEWAY_PORT=port
-    )
+    base = WorkerSettings(REDIS_URL=redis_url)
+    gateway_settings = GatewaySettings(REDIS_URL=redis_url, GATEWAY_HOST=host, GATEWAY_PORT=port)
     bus = build_bus(base)
     workers: list[Worker] = []
     for manifest in manifests:
@@ -64,13 +62,14 @@ async def serve(
         workers.append(build_worker(settings, bus, build_runner(settings, bus)))
     app = create_app(gateway_settings, bus=bus)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
     def shut_down() -> None:
         server.should_exit = True
         for worker in workers:
             worker.stop()
 
+    # uvicorn handles SIGINT/SIGTERM while it serves, then re-raises them: this handler takes them
+    # then, so workers drain instead of the process dying on the default action.
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -78,10 +77,16 @@ async def serve(
 
     tasks = [asyncio.create_task(w.run(), name=f"worker:{w.agent_name}") for w in workers]
     names = ", ".join(w.agent_name for w in workers)
-    log.info("magent2 up: http://%s:%d serving %s (%s bus)", host, port, names, "redis" if redis_url else "in-memory")
+    log.info(
+        "magent2 up: http://%s:%d serving %s (%s bus)",
+        host,
+        port,
+        names,
+        "redis" if redis_url else "in-memory",
+    )
     serving = asyncio.create_task(server.serve(), name="gateway")
     try:
-        while not server.started and not serving.done():
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no "started" event
             await asyncio.sleep(0.01)
         if server.started:
             print(f"magent2 is up on http://{host}:{port} — agents: {names}", flush=True)

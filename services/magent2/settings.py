@@ -56,7 +56,7 @@ class WorkerSettings(BusSettings):
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
-    health_port: int | None = Field(default=None, alias="WORKER_HEALTH_PORT", ge=1, le=65535)
+    echo_token_delay_seconds: float = Field(default=0.0, alias="ECHO_TOKEN_DELAY_SECONDS", ge=0, le=60)
 
     _csv = field_validator("agent_tools", mode="before")(_split_csv)
 
@@ -80,7 +80,7 @@ class WorkerSettings(BusSettings):
 
 
 class GatewaySettings(BusSettings):
-    host: str = Field(default="0.0.0.0", alias="GATEWAY_HOST")  # noqa: S104 - a server in a pod
+    host: str = Field(default="0.0.0.0", alias="GATEWAY_HOST")
     port: int = Field(default=8000, alias="GATEWAY_PORT", ge=1, le=65535)
     api_tokens: CsvList = Field(default_factory=list, alias="GATEWAY_API_TOKENS")
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)

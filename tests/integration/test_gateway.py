@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-
 from magent2.bus import Bus, RedisStreamsBus
 from magent2.gateway import create_app
 from magent2.settings import GatewaySettings
 from magent2.worker import EchoRunner, Worker
+
 from tests.integration.test_worker import running
 from tests.support import RedisServer, conversation_events, serve_app
 
@@ -24,8 +24,14 @@ def settings(**values: Any) -> GatewaySettings:
 
 
 def message(content: str = "hello", conversation: str = "c1", **extra: Any) -> dict[str, Any]:
-    return {"conversation_id": conversation, "sender": "user:alice", "recipient": "agent:DevAgent",
-            "type": "message", "content": content, **extra}
+    return {
+        "conversation_id": conversation,
+        "sender": "user:alice",
+        "recipient": "agent:DevAgent",
+        "type": "message",
+        "content": content,
+        **extra,
+    }
 
 
 def parse_frames(text: str) -> list[dict[str, Any]]:
@@ -61,7 +67,14 @@ async def test_send_then_stream_the_reply(gateway: tuple[str, Bus]) -> None:
         reply = await http.get("/stream/c1", params={"max_events": 6}, timeout=10)
     assert reply.headers["content-type"].startswith("text/event-stream")
     frames = parse_frames(reply.text)
-    assert [f["event"] for f in frames] == ["user_message", "run_started", "token", "token", "token", "output"]
+    assert [f["event"] for f in frames] == [
+        "user_message",
+        "run_started",
+        "token",
+        "token",
+        "token",
+        "output",
+    ]
     assert frames[0]["id"] == body["cursor"]
     assert frames[0]["data"]["message_id"] == body["id"] == frames[-1]["data"]["message_id"]
     assert frames[-1]["data"]["text"] == "echo: hi there"
@@ -96,7 +109,9 @@ async def test_last_id_query_and_latest(gateway: tuple[str, Bus]) -> None:
     url, _ = gateway
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         first = (await http.post("/send", json=message("one"))).json()
-        after = parse_frames((await http.get("/stream/c1", params={"last_id": first["cursor"], "max_events": 4})).text)
+        after = parse_frames(
+            (await http.get("/stream/c1", params={"last_id": first["cursor"], "max_events": 4})).text
+        )
         assert after[0]["event"] == "run_started"
         task = asyncio.create_task(http.get("/stream/c1", params={"last_id": "$", "max_events": 1}))
         await asyncio.sleep(0.3)
@@ -107,7 +122,10 @@ async def test_last_id_query_and_latest(gateway: tuple[str, Bus]) -> None:
 
 async def test_heartbeats_keep_an_idle_stream_alive(gateway: tuple[str, Bus]) -> None:
     url, _ = gateway
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http, http.stream("GET", "/stream/quiet") as response:
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+        http.stream("GET", "/stream/quiet") as response,
+    ):
         text = ""
         async for chunk in response.aiter_text():
             text += chunk
@@ -158,7 +176,9 @@ async def test_operational_endpoints(gateway: tuple[str, Bus]) -> None:
         await http.get("/stream/c1", params={"max_events": 5})
         assert (await http.get("/health")).json() == {"status": "ok"}
         assert (await http.get("/ready")).json() == {"status": "ready"}
-        assert (await http.get("/agents")).json() == {"agents": [{"name": "DevAgent", "inbox": "chat:DevAgent"}]}
+        assert (await http.get("/agents")).json() == {
+            "agents": [{"name": "DevAgent", "inbox": "chat:DevAgent"}]
+        }
         metrics = (await http.get("/metrics")).text
         assert (await http.get("/docs")).status_code == 200
         assert "/send" in (await http.get("/openapi.json")).json()["paths"]

@@ -11,11 +11,11 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 from agents import Agent, function_tool
-
 from magent2.bus import Bus, InMemoryBus, RedisStreamsBus
 from magent2.worker import Worker
 from magent2.worker.sdk_runner import AgentsSdkRunner
 from magent2.worker.sessions import redis_sessions, sqlite_sessions
+
 from tests.integration.test_worker import running
 from tests.scripted_model import TokenStreamingModel, assistant_message, function_call
 from tests.support import send_envelope, wait_for_outputs
@@ -50,7 +50,12 @@ async def test_tool_call_and_token_stream_through_the_sdk_runner() -> None:
     kinds = [e.event for e in events]
     assert kinds[0] == "run_started"
     start, done = [e for e in events if e.event == "tool_step"]
-    assert (start.name, start.status, start.args, start.tool_call_id) == ("add", "start", {"a": 2, "b": 3}, "call-1")
+    assert (start.name, start.status, start.args, start.tool_call_id) == (
+        "add",
+        "start",
+        {"a": 2, "b": 3},
+        "call-1",
+    )
     assert (done.status, done.result_summary, done.tool_call_id) == ("success", "5", "call-1")
     assert done.duration_ms is not None and done.duration_ms >= 0
     tokens = [e.text for e in events if e.event == "token"]
@@ -121,7 +126,10 @@ async def test_model_outage_is_retried_then_answers() -> None:
     ("steps", "message"),
     [
         ([_connection_error()] * 3, "model unavailable"),
-        ([[function_call("add", {"a": 1, "b": 1}, call_id=f"x{i}")] for i in range(3)], "max turns (2) exceeded"),
+        (
+            [[function_call("add", {"a": 1, "b": 1}, call_id=f"x{i}")] for i in range(3)],
+            "max turns (2) exceeded",
+        ),
     ],
 )
 async def test_model_failure_becomes_an_error_event(steps: list[Any], message: str) -> None:

@@ -154,7 +154,7 @@ class InMemoryBus(Bus):
     ) -> list[BusMessage]:
         target = self._stream(stream)
         pending = target.groups[group].pending
-        now, claimed = _now_ms(), []
+        now, claimed = _now_ms(), list[BusMessage]()
         for message_id in sorted(pending, key=parse_id):
             if len(claimed) == count:
                 break

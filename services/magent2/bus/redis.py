@@ -115,7 +115,9 @@ class RedisStreamsBus(Bus):
     ) -> list[BusMessage]:
         async with _unavailable_on_connection_errors():
             try:
-                reply = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+                reply = await self.redis.xreadgroup(
+                    group, consumer, {stream: ">"}, count=count, block=block_ms
+                )
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -148,7 +150,7 @@ class RedisStreamsBus(Bus):
         key = order_list_key(stream, order_key)
         async with _unavailable_on_connection_errors():
             while True:
-                head = await self.redis.lindex(key, 0)
+                head: str | None = await self.redis.lindex(key, 0)  # type: ignore[assignment]
                 if head is None or parse_id(head) >= parse_id(message_id):
                     return True
                 if await self.redis.xrange(stream, head, head):

@@ -38,16 +38,24 @@ def build_parser(prog: str = "magent2 client") -> argparse.ArgumentParser:
     parser.add_argument("--message", "-m", help="send this one message, print the reply and exit")
     parser.add_argument("--conv", help="conversation id (default: a new one)")
     parser.add_argument(
-        "--agent", default=os.environ.get("MAGENT2_AGENT_NAME", "DevAgent"), help="agent name [MAGENT2_AGENT_NAME]"
+        "--agent",
+        default=os.environ.get("MAGENT2_AGENT_NAME", "DevAgent"),
+        help="agent name [MAGENT2_AGENT_NAME]",
     )
-    parser.add_argument("--sender", default=f"user:{os.environ.get('USER', 'cli')}", help="sender (user:<name>)")
+    parser.add_argument(
+        "--sender", default=f"user:{os.environ.get('USER', 'cli')}", help="sender (user:<name>)"
+    )
     parser.add_argument(
         "--base-url",
         default=os.environ.get("MAGENT2_BASE_URL", DEFAULT_BASE_URL),
         help=f"gateway URL [MAGENT2_BASE_URL, else {DEFAULT_BASE_URL}]",
     )
-    parser.add_argument("--token", default=os.environ.get("MAGENT2_API_TOKEN"), help="bearer token [MAGENT2_API_TOKEN]")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the reply (default 120)")
+    parser.add_argument(
+        "--token", default=os.environ.get("MAGENT2_API_TOKEN"), help="bearer token [MAGENT2_API_TOKEN]"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the reply (default 120)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the final output")
     parser.add_argument("--json", action="store_true", help="print every event as one JSON line")
     parser.add_argument("--max-events", type=int, help="stop after this many events")
@@ -104,12 +112,17 @@ class Client:
         seen = 0
         try:
             async with aconnect_sse(
-                http, "GET", f"{self.base_url}/stream/{conversation_id}", params=params, headers=self._headers()
+                http,
+                "GET",
+                f"{self.base_url}/stream/{conversation_id}",
+                params=params,
+                headers=self._headers(),
             ) as source:
                 if source.response.status_code != 200:
                     await source.response.aread()
                     raise ClientFailure(
-                        STREAM_FAILED, f"stream failed: HTTP {source.response.status_code}: {source.response.text}"
+                        STREAM_FAILED,
+                        f"stream failed: HTTP {source.response.status_code}: {source.response.text}",
                     )
                 async for sse in source.aiter_sse():
                     if not sse.data:  # the retry: hint, not an event
@@ -127,7 +140,9 @@ class Client:
 class Renderer:
     """Tokens as they arrive, tool steps as they happen; --quiet: the output only; --json: raw."""
 
-    def __init__(self, *, quiet: bool, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, *, quiet: bool, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    ) -> None:
         self.quiet, self.as_json, self.out, self.err = quiet, as_json, out, err
         self.streamed = False
 
@@ -171,7 +186,9 @@ async def one_message(client: Client, args: argparse.Namespace, conversation_id:
                 args.timeout,
             )
         except TimeoutError:
-            raise ClientFailure(TIMEOUT, f"timed out after {args.timeout:g}s waiting for {client.agent}") from None
+            raise ClientFailure(
+                TIMEOUT, f"timed out after {args.timeout:g}s waiting for {client.agent}"
+            ) from None
 
 
 async def interactive(client: Client, args: argparse.Namespace, conversation_id: str) -> int:

@@ -11,7 +11,11 @@ from magent2.settings import GatewaySettings, load
 def main(settings: GatewaySettings | None = None) -> None:
     settings = settings or load(GatewaySettings)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
     )
 
 

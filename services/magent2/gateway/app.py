@@ -1,6 +1,5 @@
 """The HTTP face of magent2: POST /send into an agent's inbox, GET /stream/{id} over SSE."""
 
-
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -86,7 +85,9 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
             return
         given = credentials.credentials.encode() if credentials else b""
         if not any(secrets.compare_digest(given, token) for token in tokens):
-            raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -139,7 +140,9 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
     )
     async def stream(
         conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN)],
-        last_id: Annotated[str | None, Query(description="Resume after this cursor; `$` for new only")] = None,
+        last_id: Annotated[
+            str | None, Query(description="Resume after this cursor; `$` for new only")
+        ] = None,
         max_events: Annotated[int | None, Query(ge=1, description="Close after this many events")] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
@@ -153,7 +156,12 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
             except BusUnavailable as exc:
                 raise HTTPException(503, f"message bus unavailable: {exc}") from exc
         frames = event_stream(
-            bus, events, cursor, max_events=max_events, heartbeat_s=settings.heartbeat_seconds, metrics=metrics
+            bus,
+            events,
+            cursor,
+            max_events=max_events,
+            heartbeat_s=settings.heartbeat_seconds,
+            metrics=metrics,
         )
         return StreamingResponse(
             frames,

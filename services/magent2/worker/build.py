@@ -36,7 +36,7 @@ def build_sessions(settings: WorkerSettings, bus: Bus) -> SessionFactory:
 def build_runner(settings: WorkerSettings, bus: Bus, *, tools: list[Any] | None = None) -> Runner:
     if settings.openai_api_key is None and settings.openai_base_url is None:
         log.info("no OPENAI_API_KEY: %s answers with the echo runner", settings.agent_name)
-        return EchoRunner()
+        return EchoRunner(settings.echo_token_delay_seconds)
     from agents import Agent, ModelSettings
 
     from magent2.worker.sdk_runner import AgentsSdkRunner, build_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -35,12 +36,18 @@ def split_tokens(text: str) -> list[str]:
 
 
 class EchoRunner:
-    """Answers `echo: <content>` as a token stream; used when no model is configured."""
+    """Answers `echo: <content>` as a token stream; used when no model is configured.
+    `token_delay_s` paces the tokens like a slow model (demos, crash tests)."""
+
+    def __init__(self, token_delay_s: float = 0.0) -> None:
+        self.token_delay_s = token_delay_s
 
     async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
         text = f"echo: {envelope.content}"
         conversation = envelope.conversation_id
         for index, piece in enumerate(split_tokens(text)):
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
             yield TokenEvent(conversation_id=conversation, text=piece, index=index)
         yield OutputEvent(conversation_id=conversation, text=text, message_id=envelope.id)
 

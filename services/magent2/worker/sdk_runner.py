@@ -13,7 +13,8 @@ from agents import Runner as SdkRunner
 from agents.exceptions import AgentsException, InputGuardrailTripwireTriggered, ModelBehaviorError
 from agents.items import ToolCallItem, ToolCallOutputItem
 from agents.models.interface import Model
-from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent as SdkEvent
+from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent
+from agents.stream_events import StreamEvent as SdkEvent
 
 from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent, ToolStepEvent
 from magent2.worker.runner import RunFailed
@@ -77,8 +78,9 @@ class AgentsSdkRunner:
                 elif (step := tools.step(sdk_event)) is not None:
                     yield step
         except InputGuardrailTripwireTriggered as exc:
-            raise RunFailed(f"input rejected by guardrail {exc.guardrail_result.guardrail.get_name()}",
-                            retryable=False) from exc
+            raise RunFailed(
+                f"input rejected by guardrail {exc.guardrail_result.guardrail.get_name()}", retryable=False
+            ) from exc
         except MaxTurnsExceeded as exc:
             raise RunFailed(f"max turns ({self.max_turns}) exceeded", retryable=False) from exc
         except _RETRYABLE as exc:

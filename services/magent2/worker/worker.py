@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -78,6 +79,7 @@ class Worker:
         self._held: set[str] = set()  # message ids this worker holds (queued or running)
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
+        self._chores: set[asyncio.Task[None]] = set()  # fire-and-forget acks, kept referenced
         self.processed = 0  # runs finished (output or final error), for tests and metrics
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -113,9 +115,7 @@ class Worker:
                 await self._room.wait()
                 continue
             try:
-                messages = await self.bus.consume(
-                    self.inbox, GROUP, self.consumer, count=free, block_ms=500
-                )
+                messages = await self.bus.consume(self.inbox, GROUP, self.consumer, count=free, block_ms=500)
             except BusUnavailable as exc:
                 log.warning("inbox %s: %s; retrying", self.inbox, exc)
                 await self._pause(1.0)
@@ -153,7 +153,11 @@ class Worker:
             envelope = MessageEnvelope.model_validate_json(message.payload)
         except ValidationError as exc:
             log.error("dropping malformed message %s: %s", message.id, exc)
-            asyncio.create_task(self._retrying(lambda: self.bus.complete(self.inbox, GROUP, message.id)))
+            chore = asyncio.create_task(
+                self._retrying(partial(self.bus.complete, self.inbox, GROUP, message.id))
+            )
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
             return
         self._held.add(message.id)
         lane = self._lanes.get(envelope.conversation_id)
@@ -172,7 +176,7 @@ class Worker:
         try:
             while lane.heap:
                 head = lane.heap[0].message
-                if not await self._retrying(lambda: self.bus.is_turn(self.inbox, conversation_id, head.id)):
+                if not await self._retrying(partial(self.bus.is_turn, self.inbox, conversation_id, head.id)):
                     # An earlier message of this conversation runs elsewhere (or must be reclaimed).
                     lane.wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -201,7 +205,9 @@ class Worker:
             return
         sink = EventSink(self.bus, self.keys.events(conversation), ttl_s=self.events_ttl_s)
         try:
-            sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
+            sink.put(
+                RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name)
+            )
             await self._run_with_retries(envelope, sink)
             await sink.close()
         except asyncio.CancelledError:
@@ -241,7 +247,10 @@ class Worker:
     @staticmethod
     def _error(envelope: MessageEnvelope, text: str, *, retryable: bool) -> ErrorEvent:
         return ErrorEvent(
-            conversation_id=envelope.conversation_id, message=text, retryable=retryable, message_id=envelope.id
+            conversation_id=envelope.conversation_id,
+            message=text,
+            retryable=retryable,
+            message_id=envelope.id,
         )
 
     async def _complete(self, message: BusMessage, envelope: MessageEnvelope, *, done: bool) -> None:

@@ -1,0 +1,57 @@
+# magent2 — the README's commands call these targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: help run test test-fast bench lint fmt deps system-deps tools k8s-up k8s-down clean
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,operator]' mcp-server-time
+	touch $@
+
+deps: $(VENV)/.installed ## Python virtualenv with magent2 and the test tools
+
+system-deps: ## Debian packages the tests use (redis-server, curl)
+	@command -v redis-server >/dev/null && command -v curl >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl >/dev/null; }
+
+run: deps ## local mode: gateway + DevAgent on http://localhost:$(PORT), no cluster, no Redis
+	$(VENV)/bin/magent2 up --port $(PORT) $(if $(FILE),-f $(FILE))
+
+test: deps system-deps tools ## install everything the tests need, then run them all
+	$(PY) -m pytest
+
+test-fast: deps system-deps ## the tests that need no Kubernetes control plane
+	$(PY) -m pytest -m "not k8s"
+
+bench: deps system-deps ## benchmarks, printed as tables
+	$(PY) -m bench
+
+lint: deps ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+tools: ## kube-apiserver, kube-controller-manager, etcd, kubectl, helm into .tools/bin (built once, cached)
+	bash hack/tools.sh
+
+k8s-up: tools deps ## a real control plane on loopback; kubeconfig at .tools/kubeconfig
+	$(PY) -m tests.k8s.controlplane up
+
+k8s-down: deps ## stop what k8s-up started
+	$(PY) -m tests.k8s.controlplane down
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

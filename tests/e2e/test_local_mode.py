@@ -1,0 +1,165 @@
+"""`magent2 up` as a user runs it: the README's curl examples and the client's exit codes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, free_port, python_env, running, spawn, wait_http
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def local_mode() -> Iterator[str]:
+    port = free_port()
+    with running(spawn(["magent2.cli", "up", "--port", str(port), "-f", "examples/agents.yaml"])) as process:
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=30)
+        except TimeoutError:
+            process.kill()
+            raise AssertionError(process.stdout.read().decode() if process.stdout else "no output") from None
+        yield f"http://127.0.0.1:{port}"
+
+
+def readme_curls() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### Talk to it", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [cmd.strip() for cmd in re.split(r"\n(?=curl )", block.replace("\\\n", " ")) if cmd.strip()]
+
+
+def test_readme_curl_examples_work(local_mode: str) -> None:
+    commands = readme_curls()
+    assert len(commands) == 3
+    outputs = []
+    for command in commands:
+        command = command.replace("http://localhost:8000", local_mode)
+        result = subprocess.run(["bash", "-c", f"{command} --max-time 3"], capture_output=True, text=True)
+        assert result.returncode in (0, 28), result.stderr  # 28: the stream stays open until --max-time
+        outputs.append(result.stdout)
+    sent, stream, agents = outputs
+    assert '"conversation_id":"conv-1"' in sent
+    assert "event: output" in stream and "echo: hello" in stream
+    assert '"name":"DevAgent"' in agents and '"name":"Reviewer"' in agents
+
+
+def client(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "magent2.cli", "client", *args],
+        env=python_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_client_one_message(local_mode: str) -> None:
+    result = client("--base-url", local_mode, "-m", "hi there", "--conv", "cli-1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "echo: hi there"
+
+
+def test_client_json_and_agent_from_env(local_mode: str) -> None:
+    result = client(
+        "-m", "yo", "--json", env={"MAGENT2_BASE_URL": local_mode, "MAGENT2_AGENT_NAME": "Reviewer"}
+    )
+    assert result.returncode == 0, result.stderr
+    events = [line for line in result.stdout.splitlines() if line]
+    assert '"event": "run_started"' in events[0] and '"agent": "Reviewer"' in events[0]
+    assert '"event": "output"' in events[-1]
+
+
+def test_client_quiet_prints_only_the_output(local_mode: str) -> None:
+    result = client("--base-url", local_mode, "-m", "quiet please", "-q")
+    assert result.returncode == 0 and result.stdout == "echo: quiet please\n"
+
+
+def test_client_timeout_exit_2(local_mode: str) -> None:
+    result = client("--base-url", local_mode, "-m", "anyone?", "--agent", "Nobody", "--timeout", "1")
+    assert result.returncode == 2 and "timed out" in result.stderr
+
+
+def test_client_send_failed_exit_3(local_mode: str) -> None:
+    assert client("--base-url", local_mode, "-m", "x", "--agent", "bad name").returncode == 3
+    unreachable = client("--base-url", f"http://127.0.0.1:{free_port()}", "-m", "x")
+    assert unreachable.returncode == 3 and "cannot reach" in unreachable.stderr
+
+
+def test_client_usage_exit_5() -> None:
+    assert client("--no-such-flag").returncode == 5
+    assert client("-m", "x", "--timeout", "0").returncode == 5
+    assert client("-m", "x", "--max-events", "0").returncode == 5
+
+
+def test_client_interactive_chat(local_mode: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "magent2.cli", "client", "--base-url", local_mode],
+        input="first\nsecond\n/quit\n",
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "echo: first" in result.stdout and "echo: second" in result.stdout
+
+
+def test_up_rejects_an_invalid_manifest(tmp_path: Path) -> None:
+    bad = tmp_path / "agents.yaml"
+    bad.write_text(
+        "apiVersion: magent2.dev/v1alpha1\nkind: Agent\nmetadata: {name: x}\nspec: {replicas: -1}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "magent2.cli", "up", "-f", str(bad)],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "Agent x" in result.stderr and "spec.replicas" in result.stderr
+
+
+async def test_client_stream_failure_exit_4_and_agent_error_exit_1() -> None:
+    """Failure injection: a stand-in gateway whose stream breaks or reports an agent error."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from tests.support import serve_app
+
+    async def send(request: Request) -> Response:
+        body = await request.json()
+        return JSONResponse({"id": "m1", "conversation_id": body["conversation_id"], "cursor": "1-0"}, 202)
+
+    async def stream(request: Request) -> Response:
+        if request.path_params["conv"] == "broken":
+            return PlainTextResponse("boom", 500)
+        error = '{"event":"error","id":"e","conversation_id":"err","created_at":"2026-01-01T00:00:00Z","message":"model down","retryable":true}'
+        return PlainTextResponse(f"id: 2-0\nevent: error\ndata: {error}\n\n", media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/send", send, methods=["POST"]), Route("/stream/{conv}", stream)])
+    async with serve_app(app) as url:
+        broken = await asyncio.to_thread(client, "--base-url", url, "-m", "x", "--conv", "broken")
+        failed = await asyncio.to_thread(client, "--base-url", url, "-m", "x", "--conv", "err")
+    assert broken.returncode == 4 and "HTTP 500" in broken.stderr
+    assert failed.returncode == 1 and "model down (retryable)" in failed.stderr
+
+
+def test_up_stops_cleanly_on_sigterm() -> None:
+    import signal
+
+    port = free_port()
+    process = spawn(["magent2.cli", "up", "--port", str(port)])
+    with running(process):
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=30)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from magent2.contracts import AgentManifest
+from magent2.local import worker_settings
+from magent2.manifests import ManifestError, load_manifests, parse_manifests
+from magent2.settings import ConfigError, GatewaySettings, WorkerSettings, load
+
+
+def test_worker_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_NAME", "Ops")
+    monkeypatch.setenv("AGENT_TOOLS", "terminal, todo,,")
+    monkeypatch.setenv("AGENT_REQUIRE_EXPLICIT_TOOLS", "1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abc")
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    settings = load(WorkerSettings)
+    assert settings.agent_name == "Ops"
+    assert settings.agent_tools == ["terminal", "todo"]
+    assert settings.agent_require_explicit_tools is True
+    assert settings.openai_base_url is None
+    assert "sk-abc" not in repr(settings)
+
+
+def test_instructions_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "i.txt"
+    path.write_text("from file")
+    monkeypatch.setenv("AGENT_INSTRUCTIONS_FILE", str(path))
+    assert load(WorkerSettings).instructions == "from file"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENT_CONCURRENCY", "0"),
+        ("GATEWAY_PORT", "http"),
+        ("REDIS_URL", "localhost:6379"),
+        ("BUS_PREFIX", "a b"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load(GatewaySettings if name == "GATEWAY_PORT" else WorkerSettings)
+    assert raised.value.code == 2
+    assert name in capsys.readouterr().err
+
+
+def test_secrets_are_not_echoed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("REDIS_URL", "http://user:hunter2@host")
+    with pytest.raises(ConfigError):
+        load(WorkerSettings)
+    assert "hunter2" not in capsys.readouterr().err
+
+
+def test_default_manifest_is_devagent() -> None:
+    [manifest] = load_manifests(None)
+    assert manifest.agent_name == "DevAgent"
+
+
+def test_examples_validate(repo_root: Path) -> None:
+    manifests = load_manifests(repo_root / "examples" / "agents.yaml")
+    assert [m.agent_name for m in manifests] == ["DevAgent", "Reviewer"]
+    assert manifests[0].spec.terminal.allowed_commands == ["ls", "cat", "echo", "python3"]
+
+
+def test_agent_name_defaults_to_metadata_name() -> None:
+    [m] = parse_manifests("apiVersion: magent2.dev/v1alpha1\nkind: Agent\nmetadata: {name: helper}\n")
+    assert m.agent_name == "helper"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("kind: Agent\napiVersion: magent2.dev/v1alpha1\nmetadata: {name: Bad_Name}\n", "metadata.name"),
+        ("kind: Agent\napiVersion: magent2.dev/v1\nmetadata: {name: a}\n", "apiVersion"),
+        (
+            "kind: Agent\napiVersion: magent2.dev/v1alpha1\nmetadata: {name: a}\nspec: {modle: x}\n",
+            "spec.modle",
+        ),
+        (
+            "kind: Agent\napiVersion: magent2.dev/v1alpha1\nmetadata: {name: a}\n"
+            "spec: {instructions: x, instructionsFrom: {configMapKeyRef: {name: c, key: k}}}\n",
+            "not both",
+        ),
+        (
+            "kind: Agent\napiVersion: magent2.dev/v1alpha1\nmetadata: {name: a}\n"
+            "spec: {mcpServers: [{name: t}]}\n",
+            "exactly one of command",
+        ),
+        ("a: [\n", "not valid YAML"),
+        ("kind: ConfigMap\n", "no Agent resources"),
+        (
+            "kind: Agent\napiVersion: magent2.dev/v1alpha1\nmetadata: {name: a}\nspec: {agentName: X}\n---\n"
+            "kind: Agent\napiVersion: magent2.dev/v1alpha1\nmetadata: {name: b}\nspec: {agentName: X}\n",
+            "more than one Agent: X",
+        ),
+    ],
+)
+def test_manifest_errors_name_what_is_wrong(yaml_text: str, needle: str) -> None:
+    with pytest.raises(ManifestError, match=needle.replace("(", r"\(")):
+        parse_manifests(yaml_text, "test.yaml")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read"):
+        load_manifests(tmp_path / "nope.yaml")
+
+
+def test_local_worker_settings_follow_the_spec() -> None:
+    manifest = AgentManifest.model_validate(
+        {
+            "apiVersion": "magent2.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "a"},
+            "spec": {
+                "agentName": "Alpha",
+                "model": "m1",
+                "instructions": "be kind",
+                "concurrency": 3,
+                "modelSettings": {"maxTurns": 4, "temperature": 0.5},
+            },
+        }
+    )
+    settings = worker_settings(manifest, WorkerSettings())
+    assert (settings.agent_name, settings.agent_model, settings.instructions) == ("Alpha", "m1", "be kind")
+    assert (settings.agent_concurrency, settings.agent_max_turns, settings.agent_temperature) == (3, 4, 0.5)
+
+
+def test_local_mode_refuses_cluster_references() -> None:
+    manifest = AgentManifest.model_validate(
+        {
+            "apiVersion": "magent2.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "a"},
+            "spec": {"instructionsFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        }
+    )
+    with pytest.raises(ManifestError, match="instructionsFrom"):
+        worker_settings(manifest, WorkerSettings())
