@@ -1,0 +1,175 @@
+"""`make bench`: magent2's speed on this machine, printed as a table.
+
+Round trip send -> output through a gateway process, Redis and an echo worker process (concurrency 1
+and 16), token events/s delivered to one SSE client, and a raw redis XADD/XREAD baseline from the
+same run. Targets (2 cores): p50 <= 5 ms at concurrency 1, >= 1,000 msg/s at 16, >= 50,000 tokens/s."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from magent2.contracts import TokenEvent
+from tests.support import RedisServer, free_port, running, spawn, wait_http
+
+Row = tuple[str, str, str]
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def converse(http: httpx.AsyncClient, conversation: str, messages: int, latencies: list[float]) -> None:
+    """One conversation: a persistent SSE stream; each message timed from POST to its output."""
+    async with http.stream("GET", f"/stream/{conversation}", params={"last_id": "$"}) as stream:
+        lines = stream.aiter_lines()
+        await anext(lines)  # the stream is open (retry hint) before the first send
+        for i in range(messages):
+            began = time.perf_counter()
+            body = {
+                "conversation_id": conversation,
+                "sender": "user:bench",
+                "recipient": "agent:Bench",
+                "content": f"ping {i}",
+            }
+            response = await http.post("/send", json=body)
+            response.raise_for_status()
+            async for line in lines:
+                if line == "event: output":
+                    break
+            latencies.append(time.perf_counter() - began)
+
+
+async def round_trip(base_url: str, concurrency: int, per_conversation: int) -> list[Row]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency * 2 + 4)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
+        await converse(http, f"warm-{uuid.uuid4().hex[:6]}", 20, [])
+        began = time.perf_counter()
+        await asyncio.gather(
+            *(
+                converse(http, f"c{concurrency}-{n}-{uuid.uuid4().hex[:6]}", per_conversation, latencies)
+                for n in range(concurrency)
+            )
+        )
+        elapsed = time.perf_counter() - began
+    label = f"round trip, concurrency {concurrency} ({len(latencies)} msgs)"
+    return [
+        (label, "p50 / p99 ms", f"{pct(latencies, 0.5) * 1000:.2f} / {pct(latencies, 0.99) * 1000:.2f}"),
+        (label, "messages/s", f"{len(latencies) / elapsed:,.0f}"),
+    ]
+
+
+async def sse_tokens(base_url: str, redis_url: str, count: int) -> list[Row]:
+    client = aioredis.Redis.from_url(redis_url)
+    conversation = f"tokens-{uuid.uuid4().hex[:6]}"
+    payloads = [
+        TokenEvent(conversation_id=conversation, text="tok ", index=i).to_json() for i in range(count)
+    ]
+    async with client.pipeline(transaction=False) as pipe:
+        for payload in payloads:
+            pipe.xadd(f"stream:{conversation}", {"data": payload})
+        await pipe.execute()
+    await client.aclose()
+    received = 0
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        began = time.perf_counter()
+        async with http.stream("GET", f"/stream/{conversation}", params={"max_events": count}) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("event: token"):
+                    received += 1
+        elapsed = time.perf_counter() - began
+    assert received == count, f"received {received} of {count}"
+    return [(f"SSE to one client ({count:,} token events)", "events/s", f"{count / elapsed:,.0f}")]
+
+
+async def redis_baseline(redis_url: str, count: int) -> list[Row]:
+    client = aioredis.Redis.from_url(redis_url)
+    stream = f"baseline-{uuid.uuid4().hex[:6]}"
+    payload = TokenEvent(conversation_id="c", text="tok ", index=0).to_json()
+    began = time.perf_counter()
+    async with client.pipeline(transaction=False) as pipe:
+        for _ in range(count):
+            pipe.xadd(stream, {"data": payload})
+        await pipe.execute()
+    xadd_rate = count / (time.perf_counter() - began)
+    began, cursor, read = time.perf_counter(), "0-0", 0
+    while read < count:
+        reply = await client.xread({stream: cursor}, count=500)
+        entries = reply[0][1]
+        read += len(entries)
+        cursor = entries[-1][0]
+    xread_rate = count / (time.perf_counter() - began)
+    latencies = []
+    for _ in range(300):
+        began = time.perf_counter()
+        await client.xadd(stream, {"data": payload})
+        await client.xread({stream: cursor}, count=1)
+        latencies.append(time.perf_counter() - began)
+        cursor = "$"
+    await client.aclose()
+    return [
+        ("raw redis baseline", "XADD pipelined/s", f"{xadd_rate:,.0f}"),
+        ("raw redis baseline", "XREAD (500/batch) entries/s", f"{xread_rate:,.0f}"),
+        ("raw redis baseline", "XADD+XREAD p50 ms", f"{statistics.median(latencies) * 1000:.3f}"),
+    ]
+
+
+def print_table(rows: list[Row]) -> None:
+    widths = [max(len(r[i]) for r in [("benchmark", "metric", "value"), *rows]) for i in range(3)]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    for row in [("benchmark", "metric", "value"), *rows]:
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            )
+        )
+        if row[0] == "benchmark":
+            print(line)
+    print(line)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        redis = RedisServer(Path(workdir))
+        port = free_port()
+        env = {"REDIS_URL": redis.url, "GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning"}
+        try:
+            with (
+                running(spawn(["magent2.gateway"], **env)),
+                running(spawn(["magent2.worker"], **env, AGENT_NAME="Bench", AGENT_CONCURRENCY="32")),
+            ):
+                base_url = f"http://127.0.0.1:{port}"
+                wait_http(f"{base_url}/ready")
+                rows = await round_trip(base_url, 1, args.messages)
+                rows += await round_trip(base_url, 16, max(args.messages // 4, 10))
+                rows += await sse_tokens(base_url, redis.url, args.tokens)
+                rows += await redis_baseline(redis.url, args.tokens)
+        finally:
+            redis.stop()
+    print_table(rows)
+    if args.json:
+        print(json.dumps({f"{a} | {b}": c for a, b, c in rows}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--messages", type=int, default=400, help="messages at concurrency 1 (default 400)")
+    parser.add_argument("--tokens", type=int, default=100_000, help="token events for the SSE test")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""A real Kubernetes control plane on loopback, the way envtest does it: etcd, kube-apiserver
+(certificates, static tokens, service-account signing, RBAC) and kube-controller-manager, built
+from the Go module proxy by `make tools`. No Docker, no nodes.
+
+From pytest: the session fixture `kube` (tests/k8s/conftest.py). From a shell:
+`python -m tests.k8s.controlplane up|down` (`make k8s-up` / `make k8s-down`), which leaves the
+kubeconfig at .tools/kubeconfig."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS_BIN = ROOT / ".tools" / "bin"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    path.chmod(0o600)
+
+
+def _certificate(
+    subject: str,
+    key: rsa.RSAPrivateKey,
+    *,
+    issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = None,
+    is_ca: bool = False,
+    organization: str | None = None,
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    if organization:
+        names.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    name = x509.Name(names)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if not is_ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    bin_dir: Path = TOOLS_BIN
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_port: int = 0
+    admin_token: str = ""
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def binary(self, name: str) -> str:
+        path = self.bin_dir / name
+        if not os.access(path, os.X_OK):
+            raise ControlPlaneError(f"{path} is missing: run `make tools` to build the Kubernetes binaries")
+        return str(path)
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self, timeout: float = 90.0) -> None:
+        began = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        self._write_pki(pki)
+        etcd_port, peer_port, self.api_port = _free_port(), _free_port(), _free_port()
+        self._spawn(
+            "etcd",
+            [
+                self.binary("etcd"),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                self.binary("kube-apiserver"),
+                "--etcd-servers",
+                f"http://127.0.0.1:{etcd_port}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.api_port),
+                "--tls-cert-file",
+                str(pki / "apiserver.crt"),
+                "--tls-private-key-file",
+                str(pki / "apiserver.key"),
+                "--client-ca-file",
+                str(pki / "ca.crt"),
+                "--token-auth-file",
+                str(pki / "tokens.csv"),
+                "--authorization-mode",
+                "RBAC",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(pki / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(pki / "sa.key"),
+                "--service-cluster-ip-range",
+                "10.96.0.0/16",
+                "--allow-privileged=true",
+                "--v=0",
+            ],
+        )
+        self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
+        self._wait_ready(timeout - (time.monotonic() - began))
+        self._write_kubeconfig(self.workdir / "controller-manager.kubeconfig", "kcm", self._kcm_token)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                self.binary("kube-controller-manager"),
+                "--kubeconfig",
+                str(self.workdir / "controller-manager.kubeconfig"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(_free_port()),
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                "--service-account-private-key-file",
+                str(pki / "sa.key"),
+                "--root-ca-file",
+                str(pki / "ca.crt"),
+                "--controllers",
+                "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller",
+                "--v=0",
+            ],
+        )
+        self.started_in = time.monotonic() - began
+
+    def _write_pki(self, pki: Path) -> None:
+        ca_key = _key()
+        ca = _certificate("magent2-test-ca", ca_key, is_ca=True)
+        server_key = _key()
+        server = _certificate(
+            "kube-apiserver",
+            server_key,
+            issuer=(ca, ca_key),
+            sans=[
+                x509.DNSName("localhost"),
+                x509.DNSName("kubernetes.default.svc"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+            ],
+        )
+        (pki / "ca.crt").write_bytes(_pem(ca))
+        (pki / "apiserver.crt").write_bytes(_pem(server))
+        _write_key(pki / "apiserver.key", server_key)
+        sa_key = _key()
+        _write_key(pki / "sa.key", sa_key)
+        (pki / "sa.pub").write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        self.admin_token, self._kcm_token = secrets.token_hex(16), secrets.token_hex(16)
+        (pki / "tokens.csv").write_text(
+            f'{self.admin_token},admin,admin-uid,"system:masters"\n'
+            f"{self._kcm_token},system:kube-controller-manager,kcm-uid\n"
+        )
+        (pki / "tokens.csv").chmod(0o600)
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "magent2-test",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.workdir / "pki" / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "magent2-test",
+                    "context": {"cluster": "magent2-test", "user": user, "namespace": "default"},
+                }
+            ],
+            "current-context": "magent2-test",
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        # A session of its own: stop() signals the whole group, so nothing is orphaned.
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        (self.workdir / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
+
+    def _wait_ready(self, timeout: float) -> None:
+        context = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
+        request = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise ControlPlaneError(f"{name} exited with {process.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s: {last}")
+
+    # -- use -----------------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin_dir}:{os.environ['PATH']}",
+        }
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.binary("kubectl"), *args],
+            input=input,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    # -- stop ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            _stop_group(self.processes[name].pid)
+            self.processes[name].wait()
+        self.processes.clear()
+
+
+def _stop_group(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+# -- shell entry points (make k8s-up / make k8s-down) -----------------------------------------
+STATE = ROOT / ".tools" / "k8s"
+
+
+def up() -> None:
+    if (STATE / "pids.json").exists():
+        down()
+    shutil.rmtree(STATE, ignore_errors=True)
+    plane = ControlPlane(STATE)
+    plane.start()
+    shutil.copy(plane.kubeconfig, ROOT / ".tools" / "kubeconfig")
+    print(f"control plane up in {plane.started_in:.1f}s at {plane.server}")
+    print(f"export KUBECONFIG={ROOT / '.tools' / 'kubeconfig'} PATH={TOOLS_BIN}:$PATH")
+
+
+def down() -> None:
+    pids_file = STATE / "pids.json"
+    if not pids_file.exists():
+        print("no control plane is running")
+        return
+    for pid in reversed(list(json.loads(pids_file.read_text()).values())):
+        _stop_group(pid)
+    pids_file.unlink()
+    print("control plane stopped")
+
+
+if __name__ == "__main__":
+    commands = {"up": up, "down": down}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        sys.exit("usage: python -m tests.k8s.controlplane up|down")
+    commands[sys.argv[1]]()
