@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from magent2.bus import Bus, InMemoryBus, RedisStreamsBus
 
+from magent2.bus import Bus, InMemoryBus, RedisStreamsBus
 from tests.support import RedisServer
 
 # The SDK must never try to reach OpenAI from tests.

@@ -8,6 +8,7 @@ from typing import Any
 
 from agents.items import TResponseStreamEvent
 from agents.testing import ScriptedModel, assistant_message, function_call
+
 from magent2.worker.runner import split_tokens
 
 __all__ = ["TokenStreamingModel", "assistant_message", "function_call"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 from magent2 import __version__
+from magent2.loop import run
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -16,7 +16,7 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         manifests = load_manifests(args.file)
-        asyncio.run(local.serve(manifests, host=args.host, port=args.port, redis_url=args.redis_url))
+        run(local.serve(manifests, host=args.host, port=args.port, redis_url=args.redis_url))
     except ManifestError as exc:
         print(f"magent2 up: {exc}", file=sys.stderr)
         return 2

@@ -9,8 +9,8 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from magent2.bus import RedisStreamsBus
 
+from magent2.bus import RedisStreamsBus
 from tests.support import (
     conversation_events,
     eventually,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from magent2.bus import LATEST, START, Bus
+from magent2.bus import LATEST, START, Bus, Publication
 from magent2.bus.api import parse_id
 
 S = "stream:test"
@@ -134,9 +134,11 @@ async def test_complete_acks_and_remembers(bus: Bus) -> None:
     await bus.ensure_group(S, G)
     await bus.publish(S, "1")
     [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
-    assert not await bus.is_done(S, "env-1")
-    await bus.complete(S, G, message.id, done_token="env-1")
-    assert await bus.is_done(S, "env-1")
+    assert await bus.admit(S, "conv", message.id, "env-1") == "run"
+    events = Publication("stream:events", ["last", "events"], ttl_s=60)
+    await bus.complete(S, G, message.id, done_token="env-1", publish=events)
+    assert await bus.admit(S, "conv", message.id, "env-1") == "done"
+    assert [m.payload for m in await bus.read("stream:events")] == ["last", "events"]
     await asyncio.sleep(0.05)
     assert await bus.reclaim(S, G, "b", min_idle_ms=0, count=10) == []
 
@@ -146,14 +148,14 @@ async def test_order_key_gives_turns_in_arrival_order(bus: Bus) -> None:
     first = await bus.publish(S, "1", order_key="conv")
     second = await bus.publish(S, "2", order_key="conv")
     other = await bus.publish(S, "3", order_key="other")
-    assert await bus.is_turn(S, "conv", first)
-    assert not await bus.is_turn(S, "conv", second)
-    assert await bus.is_turn(S, "other", other)
+    assert await bus.admit(S, "conv", first, "t1") == "run"
+    assert await bus.admit(S, "conv", second, "t2") == "wait"
+    assert await bus.admit(S, "other", other, "t3") == "run"
     await bus.complete(S, G, first, order_key="conv")
-    assert await bus.is_turn(S, "conv", second)
+    assert await bus.admit(S, "conv", second, "t2") == "run"
     await bus.complete(S, G, second, order_key="conv")
     unordered = await bus.publish(S, "4")
-    assert await bus.is_turn(S, "conv", unordered)
+    assert await bus.admit(S, "conv", unordered, "t4") == "run"
 
 
 async def test_trimmed_head_does_not_block_the_order(bus: Bus) -> None:
@@ -162,8 +164,20 @@ async def test_trimmed_head_does_not_block_the_order(bus: Bus) -> None:
     await bus.publish_many(S, ["x"] * 300)  # MAXLEN trims `lost` away (Redis trims approximately)
     later = await bus.publish(S, "later", order_key="conv")
     assert [m for m in await bus.read(S, START, count=1000) if m.id == lost] == []
-    assert await bus.is_turn(S, "conv", later)
+    assert await bus.admit(S, "conv", later, "t") == "run"
 
 
 async def test_ping(bus: Bus) -> None:
     await bus.ping()
+
+
+async def test_publish_after_announces_then_enqueues_in_order(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    [announced], queued = await bus.publish_after(
+        Publication("stream:conv", ["announce"], ttl_s=60), S, "message", order_key="conv"
+    )
+    assert [m.payload for m in await bus.read("stream:conv")] == ["announce"]
+    [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
+    assert (message.id, message.payload) == (queued, "message")
+    assert await bus.admit(S, "conv", queued, "t") == "run"
+    assert announced

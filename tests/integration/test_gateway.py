@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+
 from magent2.bus import Bus, RedisStreamsBus
 from magent2.gateway import create_app
 from magent2.settings import GatewaySettings
 from magent2.worker import EchoRunner, Worker
-
 from tests.integration.test_worker import running
 from tests.support import RedisServer, conversation_events, serve_app
 

@@ -11,11 +11,11 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 from agents import Agent, function_tool
+
 from magent2.bus import Bus, InMemoryBus, RedisStreamsBus
 from magent2.worker import Worker
 from magent2.worker.sdk_runner import AgentsSdkRunner
 from magent2.worker.sessions import redis_sessions, sqlite_sessions
-
 from tests.integration.test_worker import running
 from tests.scripted_model import TokenStreamingModel, assistant_message, function_call
 from tests.support import send_envelope, wait_for_outputs

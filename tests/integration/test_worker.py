@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
 from magent2.worker import GROUP, EchoRunner, RunFailed, Worker
-
 from tests.support import conversation_events, send_envelope, wait_for_outputs
 
 

@@ -4,6 +4,8 @@ import json
 from datetime import UTC
 
 import pytest
+from pydantic import ValidationError
+
 from magent2.contracts import (
     ErrorEvent,
     MessageEnvelope,
@@ -15,7 +17,6 @@ from magent2.contracts import (
     parse_event,
 )
 from magent2.gateway.sse import frame
-from pydantic import ValidationError
 
 ALL_EVENTS = [
     UserMessageEvent(conversation_id="c", message_id="m", sender="user:a", recipient="agent:B", content="hi"),

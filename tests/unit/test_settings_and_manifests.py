@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from magent2.contracts import AgentManifest
 from magent2.local import worker_settings
 from magent2.manifests import ManifestError, load_manifests, parse_manifests

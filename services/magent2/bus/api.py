@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 START = "0-0"  # read from the beginning of a stream
 LATEST = "$"  # read only entries added after the call
@@ -44,6 +45,18 @@ class Keys:
         return f"{self.prefix}chat:"
 
 
+Admission = Literal["run", "wait", "done"]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """Entries to append to `stream` as part of another operation."""
+
+    stream: str
+    payloads: Sequence[str]
+    ttl_s: int | None = None
+
+
 def parse_id(message_id: str) -> tuple[int, int]:
     ms, _, seq = message_id.partition("-")
     return int(ms), int(seq or 0)
@@ -66,6 +79,14 @@ class Bus(ABC):
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
     ) -> list[str]:
         """Append several entries in one round trip (token bursts)."""
+
+    @abstractmethod
+    async def publish_after(
+        self, first: Publication, stream: str, payload: str, *, order_key: str
+    ) -> tuple[list[str], str]:
+        """Atomically append `first`'s entries, then one entry to `stream` ordered under
+        `order_key`; return both ids. The gateway announces a message and enqueues it this way,
+        so the announcement is never published without the message, nor after its replies."""
 
     @abstractmethod
     async def read(
@@ -110,12 +131,9 @@ class Bus(ABC):
         """Hand entries back: mark them idle for `idle_ms` so another consumer reclaims them now."""
 
     @abstractmethod
-    async def is_turn(self, stream: str, order_key: str, message_id: str) -> bool:
-        """True when no earlier entry of `order_key` is still unfinished."""
-
-    @abstractmethod
-    async def is_done(self, stream: str, token: str) -> bool:
-        """True when an entry carrying `token` was completed before (de-duplication)."""
+    async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
+        """In one round trip: "done" when an entry carrying `token` was completed before
+        (de-duplication), "wait" while an earlier entry of `order_key` is unfinished, else "run"."""
 
     @abstractmethod
     async def complete(
@@ -127,8 +145,10 @@ class Bus(ABC):
         order_key: str | None = None,
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
+        publish: Publication | None = None,
     ) -> None:
-        """Atomically ack the entry, drop it from its order list and remember `done_token`."""
+        """Atomically: append `publish` (a run's last events), ack the entry, drop it from its
+        order list and remember `done_token`. Either all of it happens or none."""
 
     # -- lifecycle --
     @abstractmethod

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from magent2.bus.api import LATEST, START, Bus, BusMessage, parse_id
+from magent2.bus.api import LATEST, START, Admission, Bus, BusMessage, Publication, parse_id
 
 _Id = tuple[int, int]
 
@@ -86,6 +86,12 @@ class InMemoryBus(Bus):
             self._order.setdefault((stream, order_key), []).append(message_id)
         await self._notify(target)
         return message_id
+
+    async def publish_after(
+        self, first: Publication, stream: str, payload: str, *, order_key: str
+    ) -> tuple[list[str], str]:
+        first_ids = await self.publish_many(first.stream, first.payloads)
+        return first_ids, await self.publish(stream, payload, order_key=order_key)
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
@@ -179,16 +185,15 @@ class InMemoryBus(Bus):
             if message_id in pending:
                 pending[message_id] = _Pending(consumer, _now_ms() - idle_ms)
 
-    async def is_turn(self, stream: str, order_key: str, message_id: str) -> bool:
+    async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
+        expires = self._done.get((stream, token))
+        if expires is not None and expires > time.monotonic():
+            return "done"
         queue = self._order.get((stream, order_key), [])
         target = self._stream(stream)
         while queue and target.get(queue[0]) is None:
             queue.pop(0)  # trimmed away before anyone ran it
-        return not queue or parse_id(queue[0]) >= parse_id(message_id)
-
-    async def is_done(self, stream: str, token: str) -> bool:
-        expires = self._done.get((stream, token))
-        return expires is not None and expires > time.monotonic()
+        return "run" if not queue or parse_id(queue[0]) >= parse_id(message_id) else "wait"
 
     async def complete(
         self,
@@ -199,7 +204,10 @@ class InMemoryBus(Bus):
         order_key: str | None = None,
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
+        publish: Publication | None = None,
     ) -> None:
+        if publish is not None and publish.payloads:
+            await self.publish_many(publish.stream, publish.payloads)
         if done_token is not None:
             self._done[(stream, done_token)] = time.monotonic() + done_ttl_s
         self._stream(stream).groups[group].pending.pop(message_id, None)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from magent2.bus.api import START, Bus, BusMessage, BusUnavailable, parse_id
+from magent2.bus.api import START, Admission, Bus, BusMessage, BusUnavailable, Publication
 
 FIELD = "data"
 
@@ -21,6 +21,49 @@ _PUBLISH_ORDERED = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[1])
 redis.call('RPUSH', KEYS[2], id)
 return id
+"""
+
+# KEYS: first stream, stream, order list. ARGV: maxlen, ttl ('' for none), payload, first payloads...
+_PUBLISH_AFTER = """
+local ids = {}
+for i = 4, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
+end
+if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[3])
+redis.call('RPUSH', KEYS[3], id)
+ids[#ids + 1] = id
+return ids
+"""
+
+# KEYS: stream, order list, done key. ARGV: message id. -> 'done' | 'wait' | 'run'
+_ADMIT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'done' end
+local function earlier(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+while true do
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if not head or not earlier(head, ARGV[1]) then return 'run' end
+  if #redis.call('XRANGE', KEYS[1], head, head) > 0 then return 'wait' end
+  redis.call('LREM', KEYS[2], 1, head) -- trimmed away before anyone ran it
+end
+"""
+
+# KEYS: stream, order list, done key, events stream.
+# ARGV: group, message id, done ttl ('' for none), events ttl ('' for none), maxlen, event payloads...
+_COMPLETE = """
+for i = 6, #ARGV do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[i])
+end
+if ARGV[4] ~= '' and #ARGV >= 6 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('LREM', KEYS[2], 1, ARGV[2])
+return 1
 """
 
 
@@ -58,6 +101,9 @@ class RedisStreamsBus(Bus):
             url, decode_responses=True, socket_connect_timeout=3, health_check_interval=15
         )
         self._publish_ordered = self.redis.register_script(_PUBLISH_ORDERED)
+        self._publish_after = self.redis.register_script(_PUBLISH_AFTER)
+        self._admit = self.redis.register_script(_ADMIT)
+        self._complete = self.redis.register_script(_COMPLETE)
 
     # -- streams --
     async def publish(
@@ -70,6 +116,17 @@ class RedisStreamsBus(Bus):
                 )
                 return str(message_id)
         return (await self.publish_many(stream, [payload], ttl_s=ttl_s))[0]
+
+    async def publish_after(
+        self, first: Publication, stream: str, payload: str, *, order_key: str
+    ) -> tuple[list[str], str]:
+        ttl = "" if first.ttl_s is None else str(first.ttl_s)
+        async with _unavailable_on_connection_errors():
+            ids = await self._publish_after(
+                keys=[first.stream, stream, order_list_key(stream, order_key)],
+                args=[self.maxlen, ttl, payload, *first.payloads],
+            )
+        return [str(i) for i in ids[:-1]], str(ids[-1])
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
@@ -146,21 +203,12 @@ class RedisStreamsBus(Bus):
             async with _unavailable_on_connection_errors():
                 await self.redis.xclaim(stream, group, consumer, 0, list(ids), idle=idle_ms, justid=True)
 
-    async def is_turn(self, stream: str, order_key: str, message_id: str) -> bool:
-        key = order_list_key(stream, order_key)
+    async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
         async with _unavailable_on_connection_errors():
-            while True:
-                head: str | None = await self.redis.lindex(key, 0)  # type: ignore[assignment]
-                if head is None or parse_id(head) >= parse_id(message_id):
-                    return True
-                if await self.redis.xrange(stream, head, head):
-                    return False
-                # The head entry was trimmed away before anyone ran it: drop it, look again.
-                await self.redis.lrem(key, 1, head)
-
-    async def is_done(self, stream: str, token: str) -> bool:
-        async with _unavailable_on_connection_errors():
-            return bool(await self.redis.exists(done_key(stream, token)))
+            verdict = await self._admit(
+                keys=[stream, order_list_key(stream, order_key), done_key(stream, token)], args=[message_id]
+            )
+        return cast(Admission, verdict)
 
     async def complete(
         self,
@@ -171,14 +219,25 @@ class RedisStreamsBus(Bus):
         order_key: str | None = None,
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
+        publish: Publication | None = None,
     ) -> None:
-        async with _unavailable_on_connection_errors(), self.redis.pipeline(transaction=True) as pipe:
-            if done_token is not None:
-                pipe.set(done_key(stream, done_token), message_id, ex=done_ttl_s)
-            pipe.xack(stream, group, message_id)
-            if order_key is not None:
-                pipe.lrem(order_list_key(stream, order_key), 1, message_id)
-            await pipe.execute()
+        events = publish or Publication(stream, ())
+        keys = [
+            stream,
+            order_list_key(stream, order_key or ""),
+            done_key(stream, done_token or ""),
+            events.stream,
+        ]
+        args = [
+            group,
+            message_id,
+            "" if done_token is None else done_ttl_s,
+            "" if events.ttl_s is None else events.ttl_s,
+            self.maxlen,
+            *events.payloads,
+        ]
+        async with _unavailable_on_connection_errors():
+            await self._complete(keys=keys, args=args)
 
     # -- lifecycle --
     async def ping(self) -> None:

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from magent2 import __version__
-from magent2.bus import LATEST, START, Bus, BusUnavailable, Keys
+from magent2.bus import LATEST, START, Bus, BusUnavailable, Keys, Publication
 from magent2.contracts import (
     CONVERSATION_ID_PATTERN,
     RECIPIENT_PATTERN,
@@ -80,7 +80,7 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
     app.state.bus, app.state.keys, app.state.settings = bus, keys, settings
     bearer = HTTPBearer(auto_error=False)
 
-    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if not tokens:
             return
         given = credentials.credentials.encode() if credentials else b""
@@ -101,11 +101,12 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.post("/send", status_code=202, response_model=SendResponse, dependencies=[Depends(authorize)])
-    async def send(body: SendRequest) -> SendResponse:
+    async def send(body: SendRequest) -> JSONResponse:
         size = len(body.content.encode())
         if size > settings.max_content_bytes:
             raise HTTPException(413, f"content is {size} bytes; the limit is {settings.max_content_bytes}")
-        envelope = MessageEnvelope(**body.model_dump(exclude_none=True))
+        # SendRequest enforced the envelope's own constraints; build it without validating twice.
+        envelope = MessageEnvelope.model_construct(**body.model_dump(exclude_none=True))
         inbox = keys.inbox(envelope.agent_name)
         event = UserMessageEvent(
             conversation_id=envelope.conversation_id,
@@ -114,23 +115,26 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
             recipient=envelope.recipient,
             content=envelope.content,
         )
+        announcement = Publication(
+            keys.events(envelope.conversation_id), [event.to_json()], ttl_s=settings.events_ttl_seconds
+        )
         try:
-            # The event first: everything the agent publishes about this message comes after it.
-            cursor = await bus.publish(
-                keys.events(envelope.conversation_id), event.to_json(), ttl_s=settings.events_ttl_seconds
+            [cursor], _ = await bus.publish_after(
+                announcement, inbox, envelope.to_json(), order_key=envelope.conversation_id
             )
-            await bus.publish(inbox, envelope.to_json(), order_key=envelope.conversation_id)
         except BusUnavailable as exc:
             metrics.publish_errors.inc()
             raise HTTPException(503, f"message bus unavailable, nothing was sent: {exc}") from exc
         metrics.published.inc()
-        return SendResponse(
-            id=envelope.id,
-            conversation_id=envelope.conversation_id,
-            inbox=inbox,
-            stream_url=f"/stream/{envelope.conversation_id}",
-            cursor=cursor,
-        )
+        # A plain JSONResponse: FastAPI would otherwise validate SendResponse a second time.
+        reply = {
+            "id": envelope.id,
+            "conversation_id": envelope.conversation_id,
+            "inbox": inbox,
+            "stream_url": f"/stream/{envelope.conversation_id}",
+            "cursor": cursor,
+        }
+        return JSONResponse(reply, status_code=202)
 
     @app.get(
         "/stream/{conversation_id}",

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from magent2.loop import run
 from magent2.settings import WorkerSettings, load
 from magent2.worker.build import build_bus, build_runner, build_worker
 
@@ -32,7 +33,7 @@ def main() -> None:
             "For one process without Redis, run `magent2 up`."
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings))
+    run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from magent2.contracts import StreamEvent
 
 class EventSink:
     """`put` never waits on the network; a flusher task writes whatever has queued up since its
-    last write in one `publish_many`. `close` flushes the rest and re-raises a write failure."""
+    last write in one `publish_many`. `drain` stops the flusher and hands back what is unwritten,
+    so the run's last events can be published atomically with the message's acknowledgement."""
 
     def __init__(self, bus: Bus, stream: str, *, ttl_s: int | None) -> None:
-        self._bus, self._stream, self._ttl_s = bus, stream, ttl_s
+        self.bus, self.stream, self.ttl_s = bus, stream, ttl_s
         self._buffer: list[str] = []
         self._ready = asyncio.Event()
-        self._closing = False
+        self._draining = False
         self._flusher = asyncio.create_task(self._flush_forever(), name=f"events:{stream}")
 
     def put(self, event: StreamEvent) -> None:
@@ -29,16 +30,19 @@ class EventSink:
         while True:
             await self._ready.wait()
             self._ready.clear()
+            if self._draining:
+                return
             batch, self._buffer = self._buffer, []
             if batch:
-                await self._bus.publish_many(self._stream, batch, ttl_s=self._ttl_s)
-            if self._closing and not self._buffer:
-                return
+                await self.bus.publish_many(self.stream, batch, ttl_s=self.ttl_s)
 
-    async def close(self) -> None:
-        self._closing = True
+    async def drain(self) -> list[str]:
+        """Wait for a write in progress (re-raising its failure) and return what is left."""
+        self._draining = True
         self._ready.set()
         await self._flusher
+        rest, self._buffer = self._buffer, []
+        return rest
 
     def abort(self) -> None:
         self._flusher.cancel()

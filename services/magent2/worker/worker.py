@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from magent2.bus import Bus, BusMessage, BusUnavailable, Keys
+from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
 from magent2.bus.api import parse_id
 from magent2.contracts import ErrorEvent, MessageEnvelope, RunStartedEvent
 from magent2.worker.events import EventSink
@@ -37,6 +37,7 @@ def consumer_name() -> str:
 class _Queued:
     sort_key: tuple[int, int]
     message: BusMessage = field(compare=False)
+    envelope: MessageEnvelope = field(compare=False)
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Worker:
         lane = self._lanes.get(envelope.conversation_id)
         if lane is None:
             lane = self._lanes[envelope.conversation_id] = _Lane()
-        heapq.heappush(lane.heap, _Queued(parse_id(message.id), message))
+        heapq.heappush(lane.heap, _Queued(parse_id(message.id), message, envelope))
         lane.wake.set()
         if lane.task is None:
             lane.task = asyncio.create_task(
@@ -175,8 +176,11 @@ class Worker:
         backoff = 0.005
         try:
             while lane.heap:
-                head = lane.heap[0].message
-                if not await self._retrying(partial(self.bus.is_turn, self.inbox, conversation_id, head.id)):
+                head = lane.heap[0]
+                admission = await self._retrying(
+                    partial(self.bus.admit, self.inbox, conversation_id, head.message.id, head.envelope.id)
+                )
+                if admission == "wait":
                     # An earlier message of this conversation runs elsewhere (or must be reclaimed).
                     lane.wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -185,9 +189,13 @@ class Worker:
                     continue
                 backoff = 0.005
                 heapq.heappop(lane.heap)
-                async with self._running:
-                    await self._process(head)
-                self._held.discard(head.id)
+                if admission == "done":
+                    log.info("message %s already done; acknowledging the duplicate", head.envelope.id)
+                    await self._complete(head.message, head.envelope, done=False)
+                else:
+                    async with self._running:
+                        await self._process(head.message, head.envelope)
+                self._held.discard(head.message.id)
                 self._room.set()
         finally:
             lane.task = None
@@ -196,20 +204,15 @@ class Worker:
             if self._lanes.get(conversation_id) is lane:
                 del self._lanes[conversation_id]
 
-    async def _process(self, message: BusMessage) -> None:
-        envelope = MessageEnvelope.model_validate_json(message.payload)
+    async def _process(self, message: BusMessage, envelope: MessageEnvelope) -> None:
         conversation = envelope.conversation_id
-        if await self._retrying(lambda: self.bus.is_done(self.inbox, envelope.id)):
-            log.info("message %s already done; acknowledging the duplicate", envelope.id)
-            await self._complete(message, envelope, done=False)
-            return
         sink = EventSink(self.bus, self.keys.events(conversation), ttl_s=self.events_ttl_s)
         try:
             sink.put(
                 RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name)
             )
             await self._run_with_retries(envelope, sink)
-            await sink.close()
+            last_events = await sink.drain()
         except asyncio.CancelledError:
             sink.abort()
             await self._hand_back([message.id])
@@ -219,7 +222,9 @@ class Worker:
             sink.abort()
             log.error("message %s: events not published (%s); it will be retried", envelope.id, exc)
             return
-        await self._complete(message, envelope, done=True)
+        await self._complete(
+            message, envelope, done=True, publish=Publication(sink.stream, last_events, sink.ttl_s)
+        )
         self.processed += 1
 
     async def _run_with_retries(self, envelope: MessageEnvelope, sink: EventSink) -> None:
@@ -253,14 +258,23 @@ class Worker:
             message_id=envelope.id,
         )
 
-    async def _complete(self, message: BusMessage, envelope: MessageEnvelope, *, done: bool) -> None:
+    async def _complete(
+        self,
+        message: BusMessage,
+        envelope: MessageEnvelope,
+        *,
+        done: bool,
+        publish: Publication | None = None,
+    ) -> None:
         await self._retrying(
-            lambda: self.bus.complete(
+            partial(
+                self.bus.complete,
                 self.inbox,
                 GROUP,
                 message.id,
                 order_key=envelope.conversation_id,
                 done_token=envelope.id if done else None,
+                publish=publish,
             )
         )
 
