@@ -212,3 +212,15 @@ async def wait_for_outputs(
 
     await eventually(enough, timeout=timeout, what=f"{count} final events in {conversation}")
     return await conversation_events(bus, conversation, prefix=prefix)
+
+
+@contextlib.asynccontextmanager
+async def workers_running(*workers: Any) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Run in-process workers for the block; stop them (gracefully) after it."""
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        yield tasks
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)

@@ -7,19 +7,22 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from magent2.contracts import AGENT_NAME_PATTERN
 
 _SENSITIVE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|URL", re.IGNORECASE)
-CsvList = Annotated[list[str], NoDecode]
 
 
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+# "a, b,c" in the environment -> ["a", "b", "c"] (NoDecode: not parsed as JSON first)
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 class _Env(BaseSettings):
@@ -58,8 +61,6 @@ class WorkerSettings(BusSettings):
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
     echo_token_delay_seconds: float = Field(default=0.0, alias="ECHO_TOKEN_DELAY_SECONDS", ge=0, le=60)
 
-    _csv = field_validator("agent_tools", mode="before")(_split_csv)
-
     @field_validator("agent_instructions_file")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
@@ -86,8 +87,6 @@ class GatewaySettings(BusSettings):
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
     heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
-
-    _csv = field_validator("api_tokens", mode="before")(_split_csv)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -15,8 +15,7 @@ from magent2.bus import Bus, RedisStreamsBus
 from magent2.gateway import create_app
 from magent2.settings import GatewaySettings
 from magent2.worker import EchoRunner, Worker
-from tests.integration.test_worker import running
-from tests.support import RedisServer, conversation_events, serve_app
+from tests.support import RedisServer, conversation_events, serve_app, workers_running
 
 
 def settings(**values: Any) -> GatewaySettings:
@@ -53,7 +52,7 @@ def parse_frames(text: str) -> list[dict[str, Any]]:
 async def gateway(bus: Bus) -> AsyncIterator[tuple[str, Bus]]:
     app = create_app(settings(GATEWAY_HEARTBEAT_SECONDS=0.2, GATEWAY_MAX_CONTENT_BYTES=1000), bus=bus)
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
-    async with serve_app(app) as url, running(worker):
+    async with serve_app(app) as url, workers_running(worker):
         yield url, bus
 
 

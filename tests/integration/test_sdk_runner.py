@@ -16,9 +16,8 @@ from magent2.bus import Bus, InMemoryBus, RedisStreamsBus
 from magent2.worker import Worker
 from magent2.worker.sdk_runner import AgentsSdkRunner
 from magent2.worker.sessions import redis_sessions, sqlite_sessions
-from tests.integration.test_worker import running
 from tests.scripted_model import TokenStreamingModel, assistant_message, function_call
-from tests.support import send_envelope, wait_for_outputs
+from tests.support import send_envelope, wait_for_outputs, workers_running
 
 
 @function_tool
@@ -44,7 +43,7 @@ async def test_tool_call_and_token_stream_through_the_sdk_runner() -> None:
     model = TokenStreamingModel(
         [[function_call("add", {"a": 2, "b": 3}, call_id="call-1")], [assistant_message("The sum is 5.")]]
     )
-    async with running(sdk_worker(bus, model)):
+    async with workers_running(sdk_worker(bus, model)):
         await send_envelope(bus, "what is 2+3?")
         events = await wait_for_outputs(bus, "c1", 1)
     kinds = [e.event for e in events]
@@ -72,7 +71,7 @@ async def test_failing_tool_is_a_tool_step_error_and_the_run_goes_on() -> None:
     model = TokenStreamingModel(
         [[function_call("explode", {"reason": "disk full"}, call_id="c-9")], [assistant_message("Sorry.")]]
     )
-    async with running(sdk_worker(bus, model)):
+    async with workers_running(sdk_worker(bus, model)):
         await send_envelope(bus, "break it")
         events = await wait_for_outputs(bus, "c1", 1)
     failed = [e for e in events if e.event == "tool_step" and e.status == "error"]
@@ -83,7 +82,7 @@ async def test_failing_tool_is_a_tool_step_error_and_the_run_goes_on() -> None:
 async def test_history_carries_over_between_messages() -> None:
     bus = InMemoryBus()
     model = TokenStreamingModel([[assistant_message("Hi Ada.")], [assistant_message("You are Ada.")]])
-    async with running(sdk_worker(bus, model)):
+    async with workers_running(sdk_worker(bus, model)):
         await send_envelope(bus, "I am Ada")
         await wait_for_outputs(bus, "c1", 1)
         await send_envelope(bus, "who am I?")
@@ -97,10 +96,10 @@ async def test_replicas_share_history_through_redis(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     first = TokenStreamingModel([[assistant_message("Noted: blue.")]])
     second = TokenStreamingModel([[assistant_message("Blue.")]])
-    async with running(sdk_worker(bus, first, sessions=redis_sessions(client))):
+    async with workers_running(sdk_worker(bus, first, sessions=redis_sessions(client))):
         await send_envelope(bus, "my colour is blue")
         await wait_for_outputs(bus, "c1", 1)
-    async with running(sdk_worker(bus, second, sessions=redis_sessions(client))):
+    async with workers_running(sdk_worker(bus, second, sessions=redis_sessions(client))):
         await send_envelope(bus, "what is my colour?")
         await wait_for_outputs(bus, "c1", 2)
     assert "my colour is blue" in str(second.last_call.input)  # type: ignore[union-attr]
@@ -115,7 +114,7 @@ def _connection_error() -> Exception:
 async def test_model_outage_is_retried_then_answers() -> None:
     bus = InMemoryBus()
     model = TokenStreamingModel([_connection_error(), [assistant_message("Back.")]])
-    async with running(sdk_worker(bus, model)):
+    async with workers_running(sdk_worker(bus, model)):
         await send_envelope(bus, "hello")
         events = await wait_for_outputs(bus, "c1", 1)
     assert [e.event for e in events][-1] == "output"
@@ -135,7 +134,7 @@ async def test_model_outage_is_retried_then_answers() -> None:
 async def test_model_failure_becomes_an_error_event(steps: list[Any], message: str) -> None:
     bus = InMemoryBus()
     model = TokenStreamingModel(steps)
-    async with running(sdk_worker(bus, model, max_turns=2)):
+    async with workers_running(sdk_worker(bus, model, max_turns=2)):
         await send_envelope(bus, "hello")
         events = await wait_for_outputs(bus, "c1", 1)
     assert events[-1].event == "error"

@@ -4,7 +4,6 @@ graceful shutdown, and failures turned into error events without losing the mess
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
 from magent2.worker import GROUP, EchoRunner, RunFailed, Worker
-from tests.support import conversation_events, send_envelope, wait_for_outputs
+from tests.support import conversation_events, send_envelope, wait_for_outputs, workers_running
 
 
 class SlowRunner:
@@ -46,24 +45,13 @@ class SlowRunner:
         return None
 
 
-@contextlib.asynccontextmanager
-async def running(*workers: Worker) -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks = [asyncio.create_task(worker.run()) for worker in workers]
-    try:
-        yield tasks
-    finally:
-        for worker in workers:
-            worker.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-
-
 def outputs(events: list[Any]) -> list[str]:
     return [e.text for e in events if e.event == "output"]
 
 
 async def test_echo_round_trip_events(bus: Bus) -> None:
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
-    async with running(worker):
+    async with workers_running(worker):
         sent = await send_envelope(bus, "hello there")
         events = await wait_for_outputs(bus, "c1", 1)
     kinds = [e.event for e in events]
@@ -76,7 +64,7 @@ async def test_echo_round_trip_events(bus: Bus) -> None:
 async def test_one_conversation_runs_serially_in_order_across_replicas(bus: Bus) -> None:
     runner = SlowRunner(delay=0.03)
     replicas = [Worker(bus, runner, agent_name="DevAgent", concurrency=4) for _ in range(2)]
-    async with running(*replicas):
+    async with workers_running(*replicas):
         for i in range(6):
             for conv in ("a", "b", "c"):
                 await send_envelope(bus, f"{conv}{i}", conversation=conv)
@@ -92,7 +80,7 @@ async def test_one_conversation_runs_serially_in_order_across_replicas(bus: Bus)
 async def test_concurrency_bounds_parallel_runs(bus: Bus) -> None:
     runner = SlowRunner(delay=0.05)
     worker = Worker(bus, runner, agent_name="DevAgent", concurrency=3)
-    async with running(worker):
+    async with workers_running(worker):
         for i in range(9):
             await send_envelope(bus, str(i), conversation=f"conv{i}")
         for i in range(9):
@@ -102,7 +90,7 @@ async def test_concurrency_bounds_parallel_runs(bus: Bus) -> None:
 
 async def test_duplicate_envelope_runs_once(bus: Bus) -> None:
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
-    async with running(worker):
+    async with workers_running(worker):
         await send_envelope(bus, "once", envelope_id="fixed-id")
         await wait_for_outputs(bus, "c1", 1)
         await send_envelope(bus, "once", envelope_id="fixed-id")
@@ -118,7 +106,7 @@ async def test_message_of_a_dead_consumer_is_reclaimed(bus: Bus) -> None:
     taken = await bus.consume(inbox, GROUP, "dead-consumer", count=1, block_ms=100)
     assert len(taken) == 1
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.2)
-    async with running(worker):
+    async with workers_running(worker):
         events = await wait_for_outputs(bus, "c1", 1)
     assert outputs(events) == ["echo: orphan"]
 
@@ -127,7 +115,7 @@ async def test_long_run_keeps_its_lease(bus: Bus) -> None:
     runner = SlowRunner(delay=0.6)
     first = Worker(bus, runner, agent_name="DevAgent", visibility_timeout_s=0.15)
     second = Worker(bus, runner, agent_name="DevAgent", visibility_timeout_s=0.15)
-    async with running(first, second):
+    async with workers_running(first, second):
         await send_envelope(bus, "long")
         await wait_for_outputs(bus, "c1", 1)
         await asyncio.sleep(0.3)
@@ -155,7 +143,7 @@ async def test_stop_past_grace_hands_messages_back(bus: Bus) -> None:
     leaving.stop()
     await asyncio.wait_for(task, 10)
     taker = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=60)
-    async with running(taker):  # reclaims at once although the visibility timeout is long
+    async with workers_running(taker):  # reclaims at once although the visibility timeout is long
         events = await wait_for_outputs(bus, "c1", 1, timeout=5)
     assert outputs(events) == ["echo: handed back"]
 
@@ -189,7 +177,7 @@ async def test_model_failures_become_error_events(
 ) -> None:
     runner = FlakyRunner(list(failures))
     worker = Worker(bus, runner, agent_name="DevAgent", max_attempts=3, retry_backoff_s=0.01)
-    async with running(worker):
+    async with workers_running(worker):
         await send_envelope(bus, "try")
         events = await wait_for_outputs(bus, "c1", 1)
         # acknowledged: not redelivered to anyone
@@ -205,7 +193,7 @@ async def test_malformed_inbox_entry_is_dropped_not_fatal(bus: Bus) -> None:
     inbox = Keys().inbox("DevAgent")
     await bus.publish(inbox, "{not json")
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
-    async with running(worker):
+    async with workers_running(worker):
         await send_envelope(bus, "after garbage")
         events = await wait_for_outputs(bus, "c1", 1)
     assert outputs(events) == ["echo: after garbage"]
@@ -230,7 +218,7 @@ class OutageBus:
 async def test_events_lost_to_an_outage_are_retried_not_dropped(bus: Bus) -> None:
     flaky: Any = OutageBus(bus, failures=1)
     worker = Worker(flaky, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.2)
-    async with running(worker):
+    async with workers_running(worker):
         await send_envelope(bus, "survive")
         events = await wait_for_outputs(bus, "c1", 1)
     assert outputs(events) == ["echo: survive"]
@@ -238,7 +226,7 @@ async def test_events_lost_to_an_outage_are_retried_not_dropped(bus: Bus) -> Non
 
 async def test_prefix_is_applied_to_every_key(bus: Bus) -> None:
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent", keys=Keys("tenant1:"))
-    async with running(worker):
+    async with workers_running(worker):
         await send_envelope(bus, "prefixed", prefix="tenant1:")
         events = await wait_for_outputs(bus, "c1", 1, prefix="tenant1:")
     assert outputs(events) == ["echo: prefixed"]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from agents import Agent, MaxTurnsExceeded, ModelSettings, RunConfig
+from agents import Agent, MaxTurnsExceeded, RunConfig
 from agents import Runner as SdkRunner
 from agents.exceptions import AgentsException, InputGuardrailTripwireTriggered, ModelBehaviorError
 from agents.items import ToolCallItem, ToolCallOutputItem
@@ -173,7 +173,3 @@ def _tool_error(output: Any) -> str | None:
     if isinstance(output, str) and output.startswith(TOOL_ERROR_PREFIX):
         return summarize(output)
     return None
-
-
-def model_settings(temperature: float | None) -> ModelSettings:
-    return ModelSettings(temperature=temperature)

@@ -81,7 +81,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._chores: set[asyncio.Task[None]] = set()  # fire-and-forget acks, kept referenced
-        self.processed = 0  # runs finished (output or final error), for tests and metrics
 
     # -- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -225,7 +224,6 @@ class Worker:
         await self._complete(
             message, envelope, done=True, publish=Publication(sink.stream, last_events, sink.ttl_s)
         )
-        self.processed += 1
 
     async def _run_with_retries(self, envelope: MessageEnvelope, sink: EventSink) -> None:
         if envelope.type != "message":
