@@ -33,3 +33,21 @@ def kube_api(kube: ControlPlane) -> Iterator[object]:
     yield api_client
     api_client.close()
     del client
+
+
+def make_pods_ready(kube_api: object, label_selector: str, namespace: str = "default") -> int:
+    """Play kubelet for pods that exist now: there are no nodes here (no kubelet, no kwok), so pods
+    stay Pending. Writing Running + Ready through the pods' status subresource lets the real
+    ReplicaSet and Deployment controllers count them, so Deployments roll out as in a cluster."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    pods = core.list_namespaced_pod(namespace, label_selector=label_selector).items
+    ready = {"type": "Ready", "status": "True"}
+    for pod in pods:
+        core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            namespace,
+            {"status": {"phase": "Running", "conditions": [ready, {**ready, "type": "ContainersReady"}]}},
+        )
+    return len(pods)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 import uuid
 from typing import Any
 
 from kubernetes import client, watch
 
+from tests.k8s.conftest import make_pods_ready
 from tests.k8s.controlplane import ControlPlane
 
 CRD = """
@@ -70,27 +69,18 @@ def test_crd_schema_watch_status_and_server_side_apply(kube: ControlPlane, kube_
     kube.kubectl("wait", "--for=condition=Established", "crd/widgets.smoke.magent2.dev", "--timeout=30s")
 
     custom = client.CustomObjectsApi(kube_api)
-    seen: queue.Queue[tuple[str, str]] = queue.Queue()
-    stream = watch.Watch()
-
-    def watch_widgets() -> None:
-        for event in stream.stream(
-            custom.list_namespaced_custom_object,
-            "smoke.magent2.dev",
-            "v1",
-            "default",
-            "widgets",
-            timeout_seconds=5,
-        ):
-            seen.put((event["type"], event["object"]["metadata"]["name"]))
-
-    watcher = threading.Thread(target=watch_widgets, daemon=True)
-    watcher.start()
-    time.sleep(0.5)
+    args = ("smoke.magent2.dev", "v1", "default", "widgets")
+    # Watch from the list's resourceVersion: the ADDED event arrives even though the apply comes first.
+    since = custom.list_namespaced_custom_object(*args)["metadata"]["resourceVersion"]
     kube.kubectl("apply", "--server-side", "--field-manager", "smoke", "-f", "-", input=widget("w1", 3))
-    assert seen.get(timeout=20) == ("ADDED", "w1")
-    stream.stop()
-    watcher.join(15)
+    stream = watch.Watch()
+    seen = []
+    for event in stream.stream(
+        custom.list_namespaced_custom_object, *args, resource_version=since, timeout_seconds=20
+    ):
+        seen.append((event["type"], event["object"]["metadata"]["name"]))
+        stream.stop()
+    assert seen == [("ADDED", "w1")]
 
     rejected = kube.kubectl("apply", "-f", "-", input=widget("w2", 99), check=False)
     assert rejected.returncode != 0
@@ -122,6 +112,13 @@ def test_controller_manager_makes_replicasets_and_pods_and_collects_garbage(
         what="two Pods",
     )
     assert all(p.metadata.owner_references[0].kind == "ReplicaSet" for p in pods)
+    assert all(p.status.phase == "Pending" for p in pods)  # no nodes: nothing schedules them
+
+    assert make_pods_ready(kube_api, selector) == 2
+    eventually(
+        lambda: apps.read_namespaced_deployment_status(name, "default").status.ready_replicas == 2,
+        what="the Deployment to count its ready pods",
+    )
 
     apps.delete_namespaced_deployment(name, "default", propagation_policy="Background")
     eventually(
