@@ -3,15 +3,18 @@ deltas as a real model does, so tokens, tool calls and outputs flow through the 
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.items import TResponseStreamEvent
+from agents.models.interface import Model
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from magent2.worker.runner import split_tokens
 
-__all__ = ["TokenStreamingModel", "assistant_message", "function_call"]
+__all__ = ["CommandModel", "TokenStreamingModel", "assistant_message", "command_model", "function_call"]
 
 
 class TokenStreamingModel(ScriptedModel):
@@ -22,3 +25,39 @@ class TokenStreamingModel(ScriptedModel):
                     yield event.model_copy(update={"delta": piece})
             else:
                 yield event
+
+
+def command_model(model_name: str = "scripted") -> CommandModel:
+    """AGENT_MODEL_FACTORY=tests.scripted_model:command_model, for worker processes in tests."""
+    return CommandModel()
+
+
+class CommandModel(Model):
+    """A model that needs no script: a user message `call <tool> <json args>` becomes that tool
+    call; a tool's output is answered `tool said: <output>`; anything else `you said: <text>`.
+    Each turn is played through the SDK's ScriptedModel, so the streams are the SDK's own."""
+
+    @staticmethod
+    def _step(items: str | list[Any]) -> list[Any]:
+        last = items if isinstance(items, str) else items[-1]
+        if isinstance(last, dict) and last.get("type") == "function_call_output":
+            return [assistant_message(f"tool said: {last['output']}")]
+        text = last if isinstance(last, str) else str(last.get("content", ""))
+        if text.startswith("call "):
+            _, name, *rest = text.split(" ", 2)
+            return [
+                function_call(
+                    name, json.loads(rest[0]) if rest else {}, call_id=f"call-{uuid.uuid4().hex[:8]}"
+                )
+            ]
+        return [assistant_message(f"you said: {text}")]
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
+        return await ScriptedModel([self._step(input)]).get_response(
+            system_instructions, input, *args, **kwargs
+        )
+
+    def stream_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
+        return TokenStreamingModel([self._step(input)]).stream_response(
+            system_instructions, input, *args, **kwargs
+        )

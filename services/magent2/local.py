@@ -42,6 +42,19 @@ def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSett
         overrides["agent_instructions_file"] = None
     if spec.openai.base_url:
         overrides["openai_base_url"] = spec.openai.base_url
+    if spec.tools is not None:
+        overrides["agent_tools"] = spec.tools
+    terminal = spec.terminal
+    overrides.update(
+        terminal_timeout_seconds=terminal.timeout_seconds,
+        terminal_output_cap_bytes=terminal.output_cap_bytes,
+        terminal_function_output_max_chars=terminal.function_output_max_chars,
+        terminal_redact_substrings=terminal.redact_substrings,
+        terminal_redact_patterns=terminal.redact_patterns,
+        mcp_servers=spec.mcp_servers,
+    )
+    if terminal.allowed_commands is not None:
+        overrides["terminal_allowed_commands"] = terminal.allowed_commands
     return base.model_copy(update=overrides)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -10,19 +11,21 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from magent2.contracts import AGENT_NAME_PATTERN
+from magent2.contracts import AGENT_NAME_PATTERN, McpServer
 
 _SENSITIVE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|URL", re.IGNORECASE)
 
 
-def _split_csv(value: Any) -> Any:
+def _split_list(value: Any) -> Any:
     if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
 
 
-# "a, b,c" in the environment -> ["a", "b", "c"] (NoDecode: not parsed as JSON first)
-CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+# "a, b,c" or a JSON array in the environment -> ["a", "b", "c"]; "" -> [] (unset stays None)
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
 class _Env(BaseSettings):
@@ -54,12 +57,51 @@ class WorkerSettings(BusSettings):
     agent_max_turns: int = Field(default=10, alias="AGENT_MAX_TURNS", ge=1, le=100)
     agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
     agent_concurrency: int = Field(default=8, alias="AGENT_CONCURRENCY", ge=1, le=256)
+    agent_model_factory: str | None = Field(
+        default=None, alias="AGENT_MODEL_FACTORY", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+    )
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
     echo_token_delay_seconds: float = Field(default=0.0, alias="ECHO_TOKEN_DELAY_SECONDS", ge=0, le=60)
+    max_input_chars: int = Field(default=32_000, alias="AGENT_MAX_INPUT_CHARS", ge=1)
+    # tools
+    terminal_allowed_commands: CsvList | None = Field(default=None, alias="TERMINAL_ALLOWED_COMMANDS")
+    terminal_timeout_seconds: float = Field(default=5, alias="TERMINAL_TIMEOUT_SECONDS", gt=0, le=600)
+    terminal_output_cap_bytes: int = Field(default=8192, alias="TERMINAL_OUTPUT_CAP_BYTES", ge=256)
+    terminal_function_output_max_chars: int = Field(
+        default=1000, alias="TERMINAL_FUNCTION_OUTPUT_MAX_CHARS", ge=100
+    )
+    terminal_redact_substrings: CsvList = Field(default_factory=list, alias="TERMINAL_REDACT_SUBSTRINGS")
+    terminal_redact_patterns: CsvList = Field(default_factory=list, alias="TERMINAL_REDACT_PATTERNS")
+    terminal_workdir: Path = Field(default_factory=Path.cwd, alias="TERMINAL_WORKDIR")
+    todo_store_prefix: str = Field(default="todo", alias="TODO_STORE_PREFIX", pattern=r"^[A-Za-z0-9:._-]+$")
+    chat_max_hops: int = Field(default=4, alias="CHAT_MAX_HOPS", ge=1, le=50)
+    mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list, alias="AGENT_MCP_SERVERS")
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _mcp_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("terminal_redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return value
+
+    @field_validator("terminal_workdir")
+    @classmethod
+    def _directory(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"not a directory: {value}")
+        return value.resolve()
 
     @field_validator("agent_instructions_file")
     @classmethod

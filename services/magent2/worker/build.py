@@ -5,6 +5,7 @@ which echo workers and the gateway need not pay."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -33,27 +34,47 @@ def build_sessions(settings: WorkerSettings, bus: Bus) -> SessionFactory:
     return sqlite_sessions(settings.agent_session_path)
 
 
-def build_runner(settings: WorkerSettings, bus: Bus, *, tools: list[Any] | None = None) -> Runner:
-    if settings.openai_api_key is None and settings.openai_base_url is None:
+def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
+    if (
+        settings.openai_api_key is None
+        and settings.openai_base_url is None
+        and not settings.agent_model_factory
+    ):
         log.info("no OPENAI_API_KEY: %s answers with the echo runner", settings.agent_name)
         return EchoRunner(settings.echo_token_delay_seconds)
     from agents import Agent, ModelSettings
 
+    from magent2.tools.guardrails import max_input_guardrail
+    from magent2.tools.registry import build_toolset
     from magent2.worker.sdk_runner import AgentsSdkRunner, build_model
 
-    model = build_model(
-        settings.agent_model,
-        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused",
-        base_url=settings.openai_base_url,
-    )
+    if settings.agent_model_factory:
+        model = load_model_factory(settings.agent_model_factory)(settings.agent_model)
+    else:
+        model = build_model(
+            settings.agent_model,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused",
+            base_url=settings.openai_base_url,
+        )
+    toolset = build_toolset(settings, bus)
+    log.info("%s tools: %s", settings.agent_name, ", ".join(toolset.names) or "none")
     agent: Agent[Any] = Agent(
         name=settings.agent_name,
         instructions=settings.instructions,
         model=model,
         model_settings=ModelSettings(temperature=settings.agent_temperature),
-        tools=tools or [],
+        tools=toolset.function_tools,
+        mcp_servers=toolset.mcp_servers,
+        input_guardrails=[max_input_guardrail(settings.max_input_chars)],
     )
     return AgentsSdkRunner(agent, build_sessions(settings, bus), max_turns=settings.agent_max_turns)
+
+
+def load_model_factory(path: str) -> Any:
+    """AGENT_MODEL_FACTORY=package.module:callable — a callable taking the model name and returning
+    an Agents SDK `Model` (a custom provider, or a scripted model in tests)."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def build_worker(settings: WorkerSettings, bus: Bus, runner: Runner) -> Worker:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +22,8 @@ from agents.stream_events import StreamEvent as SdkEvent
 from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent, ToolStepEvent
 from magent2.worker.runner import RunFailed
 from magent2.worker.sessions import SessionFactory
+
+log = logging.getLogger("magent2.worker")
 
 SUMMARY_CHARS = 300
 
@@ -57,8 +62,25 @@ class AgentsSdkRunner:
     ) -> None:
         self.agent, self.sessions, self.max_turns = agent, sessions, max_turns
         self.run_config = run_config or RunConfig()
+        self._connected = False
+        self._connecting = asyncio.Lock()
+
+    async def _connect_mcp_servers(self) -> None:
+        """Start the agent's MCP servers before its first run (they are supervised: one that fails
+        to start is retried in the background and its tools fail until it is up)."""
+        async with self._connecting:
+            if self._connected:
+                return
+            for server in self.agent.mcp_servers:
+                try:
+                    await server.connect()  # type: ignore[no-untyped-call]
+                except Exception as exc:
+                    log.warning("MCP server %s is not up yet: %s", server.name, exc)
+            self._connected = True
 
     async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+        if not self._connected:
+            await self._connect_mcp_servers()
         conversation = envelope.conversation_id
         result = SdkRunner.run_streamed(
             self.agent,
@@ -78,8 +100,10 @@ class AgentsSdkRunner:
                 elif (step := tools.step(sdk_event)) is not None:
                     yield step
         except InputGuardrailTripwireTriggered as exc:
+            verdict = exc.guardrail_result
             raise RunFailed(
-                f"input rejected by guardrail {exc.guardrail_result.guardrail.get_name()}", retryable=False
+                f"input rejected by guardrail {verdict.guardrail.get_name()}: {verdict.output.output_info}",
+                retryable=False,
             ) from exc
         except MaxTurnsExceeded as exc:
             raise RunFailed(f"max turns ({self.max_turns}) exceeded", retryable=False) from exc
@@ -101,7 +125,9 @@ class AgentsSdkRunner:
         )
 
     async def aclose(self) -> None:
-        return None
+        for server in self.agent.mcp_servers:
+            with contextlib.suppress(Exception):
+                await server.cleanup()  # type: ignore[no-untyped-call]
 
 
 def _token_text(event: SdkEvent) -> str | None:

@@ -1,0 +1,79 @@
+"""Which tools an agent gets: AGENT_TOOLS allowlist over the detected tools."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from magent2.bus import Bus, Keys, RedisStreamsBus
+from magent2.settings import WorkerSettings
+from magent2.tools.chat import Chat, chat_tools
+from magent2.tools.redaction import Redactor
+from magent2.tools.terminal import DEFAULT_ALLOWED, TerminalPolicy, terminal_tool
+from magent2.tools.todo import InMemoryTodoStore, RedisTodoStore, Todo, todo_tools
+
+log = logging.getLogger("magent2.tools")
+
+BUILTIN = ("terminal", "todo", "chat")
+
+
+@dataclass
+class Toolset:
+    function_tools: list[Any] = field(default_factory=list)
+    mcp_servers: list[Any] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+
+def selected_tools(settings: WorkerSettings) -> list[str]:
+    """AGENT_TOOLS, minus unknown names (logged); unset: every detected tool, or none when
+    AGENT_REQUIRE_EXPLICIT_TOOLS is on."""
+    detected = [*BUILTIN, *(server.name for server in settings.mcp_servers)]
+    if settings.agent_tools is None:
+        return [] if settings.agent_require_explicit_tools else detected
+    unknown = [name for name in settings.agent_tools if name not in detected]
+    if unknown:
+        log.warning(
+            "AGENT_TOOLS: skipping unknown tools %s (known: %s)", ", ".join(unknown), ", ".join(detected)
+        )
+    return [name for name in detected if name in settings.agent_tools]
+
+
+def terminal_policy(settings: WorkerSettings) -> TerminalPolicy:
+    allowed = (
+        DEFAULT_ALLOWED if settings.terminal_allowed_commands is None else settings.terminal_allowed_commands
+    )
+    return TerminalPolicy(
+        allowed_commands=frozenset(allowed),
+        timeout_s=settings.terminal_timeout_seconds,
+        output_cap_bytes=settings.terminal_output_cap_bytes,
+        function_output_max_chars=settings.terminal_function_output_max_chars,
+        workdir=settings.terminal_workdir,
+        redact=Redactor.build(settings.terminal_redact_substrings, settings.terminal_redact_patterns),
+    )
+
+
+def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
+    names = selected_tools(settings)
+    toolset = Toolset(names=names)
+    if "terminal" in names:
+        toolset.function_tools.append(terminal_tool(terminal_policy(settings)))
+    if "todo" in names:
+        prefix = f"{settings.bus_prefix}{settings.todo_store_prefix}"
+        store = RedisTodoStore(bus.redis, prefix) if isinstance(bus, RedisStreamsBus) else InMemoryTodoStore()
+        toolset.function_tools.extend(todo_tools(Todo(store)))
+    if "chat" in names:
+        chat = Chat(
+            bus,
+            Keys(settings.bus_prefix),
+            settings.agent_name,
+            max_hops=settings.chat_max_hops,
+            events_ttl_s=settings.events_ttl_seconds,
+        )
+        toolset.function_tools.extend(chat_tools(chat))
+    mcp_names = set(names) - set(BUILTIN)
+    if mcp_names:
+        from magent2.tools.mcp import build_mcp_servers
+
+        toolset.mcp_servers = build_mcp_servers([s for s in settings.mcp_servers if s.name in mcp_names])
+    return toolset

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from magent2.bus import InMemoryBus
+from magent2.contracts import AgentManifest
+from magent2.local import worker_settings
+from magent2.settings import ConfigError, WorkerSettings, load
+from magent2.tools.registry import build_toolset, selected_tools, terminal_policy
+from magent2.worker.build import build_runner, build_worker
+from tests.support import send_envelope, wait_for_outputs, workers_running
+
+SCRIPTED = {"AGENT_MODEL_FACTORY": "tests.scripted_model:command_model", "AGENT_SESSION_PATH": ":memory:"}
+
+
+def settings(**env: Any) -> WorkerSettings:
+    return WorkerSettings(**{**SCRIPTED, **env})
+
+
+def tool_names(toolset: Any) -> list[str]:
+    return [tool.name for tool in toolset.function_tools]
+
+
+def test_default_is_every_detected_tool() -> None:
+    assert selected_tools(settings()) == ["terminal", "todo", "chat"]
+    names = tool_names(build_toolset(settings(), InMemoryBus()))
+    assert names == [
+        "terminal",
+        "todo_create",
+        "todo_get",
+        "todo_list",
+        "todo_update",
+        "todo_delete",
+        "chat_send",
+    ]
+
+
+def test_allowlist_selects_and_skips_unknown_names(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert selected_tools(settings(AGENT_TOOLS="todo, nonsense")) == ["todo"]
+    assert "nonsense" in caplog.text
+
+
+def test_explicit_mode_means_no_tools_unless_listed() -> None:
+    assert selected_tools(settings(AGENT_REQUIRE_EXPLICIT_TOOLS="1")) == []
+    assert selected_tools(settings(AGENT_REQUIRE_EXPLICIT_TOOLS="1", AGENT_TOOLS="chat")) == ["chat"]
+    assert selected_tools(settings(AGENT_TOOLS="")) == []
+
+
+def test_mcp_servers_add_their_names() -> None:
+    mcp = '[{"name": "time", "command": ["mcp-server-time"]}]'
+    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp)) == ["terminal", "todo", "chat", "time"]
+
+
+def test_terminal_settings_from_env(tmp_path: Path) -> None:
+    policy = terminal_policy(
+        settings(
+            TERMINAL_ALLOWED_COMMANDS="ls,cat",
+            TERMINAL_TIMEOUT_SECONDS="2",
+            TERMINAL_WORKDIR=str(tmp_path),
+            TERMINAL_REDACT_PATTERNS='["AKIA[0-9A-Z]{16}", "x{2,3}"]',
+        )
+    )
+    assert policy.allowed_commands == {"ls", "cat"} and policy.timeout_s == 2 and policy.workdir == tmp_path
+    assert policy.redact("key AKIAABCDEFGHIJKLMNOP") == "key [REDACTED]"
+    assert terminal_policy(settings(TERMINAL_ALLOWED_COMMANDS="")).allowed_commands == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TERMINAL_REDACT_PATTERNS", '["("]'),
+        ("AGENT_MCP_SERVERS", "[{"),
+        ("AGENT_MCP_SERVERS", '[{"name": "x"}]'),
+        ("TERMINAL_WORKDIR", "/no/such/dir"),
+        ("AGENT_MODEL_FACTORY", "not a path"),
+    ],
+)
+def test_bad_tool_settings_exit_2(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError):
+        load(WorkerSettings)
+
+
+def test_local_mode_maps_the_agent_spec_onto_tool_settings() -> None:
+    manifest = AgentManifest.model_validate(
+        {
+            "apiVersion": "magent2.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "a"},
+            "spec": {
+                "tools": ["terminal", "time"],
+                "terminal": {"allowedCommands": ["ls"], "timeoutSeconds": 3},
+                "mcpServers": [{"name": "time", "command": ["mcp-server-time"]}],
+            },
+        }
+    )
+    mapped = worker_settings(manifest, settings())
+    assert selected_tools(mapped) == ["terminal", "time"]
+    assert terminal_policy(mapped).allowed_commands == {"ls"} and mapped.terminal_timeout_seconds == 3
+
+
+async def test_oversize_input_is_rejected_by_the_guardrail() -> None:
+    bus = InMemoryBus()
+    config = settings(AGENT_MAX_INPUT_CHARS="20")
+    worker = build_worker(config, bus, build_runner(config, bus))
+    async with workers_running(worker):
+        await send_envelope(bus, "short")
+        await send_envelope(bus, "x" * 21)
+        events = await wait_for_outputs(bus, "c1", 2)
+    finals = [e for e in events if e.event in ("output", "error")]
+    assert finals[0].event == "output"
+    assert (
+        finals[1].event == "error"
+        and "max_input_chars" in finals[1].message
+        and "'limit': 20" in finals[1].message
+    )
+
+
+async def test_max_turns_comes_from_settings() -> None:
+    bus = InMemoryBus()
+    config = settings(AGENT_MAX_TURNS="1")
+    worker = build_worker(config, bus, build_runner(config, bus))
+    async with workers_running(worker):
+        await send_envelope(bus, "call todo_list {}")
+        events = await wait_for_outputs(bus, "c1", 1)
+    assert events[-1].event == "error" and "max turns (1)" in events[-1].message
