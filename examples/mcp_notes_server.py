@@ -2,11 +2,13 @@
 kills the server, to show that a crashed server is restarted and the agent keeps going.
 
     mcpServers: [{name: notes, command: [python3, examples/mcp_notes_server.py]}]
+    python3 examples/mcp_notes_server.py --http 8765   # streamable HTTP at http://127.0.0.1:8765/mcp
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from mcp.server.mcpserver import MCPServer
 
@@ -34,4 +36,7 @@ def crash() -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()

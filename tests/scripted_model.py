@@ -34,15 +34,19 @@ def command_model(model_name: str = "scripted") -> CommandModel:
 
 class CommandModel(Model):
     """A model that needs no script: a user message `call <tool> <json args>` becomes that tool
-    call; a tool's output is answered `tool said: <output>`; anything else `you said: <text>`.
+    call; `pingpong` becomes chat_send of `pingpong` to the `peer=<name>` of its instructions; a
+    tool's output is answered `tool said: <output>`; anything else `you said: <text>`.
     Each turn is played through the SDK's ScriptedModel, so the streams are the SDK's own."""
 
     @staticmethod
-    def _step(items: str | list[Any]) -> list[Any]:
+    def _step(items: str | list[Any], instructions: str | None = None) -> list[Any]:
         last = items if isinstance(items, str) else items[-1]
         if isinstance(last, dict) and last.get("type") == "function_call_output":
             return [assistant_message(f"tool said: {last['output']}")]
         text = last if isinstance(last, str) else str(last.get("content", ""))
+        if text == "pingpong" and instructions and "peer=" in instructions:
+            peer = instructions.split("peer=", 1)[1].split()[0]
+            text = f'call chat_send {{"recipient": "{peer}", "content": "pingpong"}}'
         if text.startswith("call "):
             _, name, *rest = text.split(" ", 2)
             return [
@@ -53,11 +57,11 @@ class CommandModel(Model):
         return [assistant_message(f"you said: {text}")]
 
     async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        return await ScriptedModel([self._step(input)]).get_response(
+        return await ScriptedModel([self._step(input, system_instructions)]).get_response(
             system_instructions, input, *args, **kwargs
         )
 
     def stream_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        return TokenStreamingModel([self._step(input)]).stream_response(
+        return TokenStreamingModel([self._step(input, system_instructions)]).stream_response(
             system_instructions, input, *args, **kwargs
         )

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from magent2.bus import RedisStreamsBus
 from magent2.tools.todo import InMemoryTodoStore, RedisTodoStore, Todo
@@ -46,7 +48,9 @@ async def test_invalid_input_is_a_result_not_an_exception(todo: Todo) -> None:
 
 
 async def test_transient_redis_error_is_a_compact_result() -> None:
-    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5, decode_responses=True)
+    dead = aioredis.Redis(
+        port=free_port(), socket_connect_timeout=0.5, decode_responses=True, retry=Retry(NoBackoff(), 0)
+    )
     todo = Todo(RedisTodoStore(dead))
     result = await todo.create("c1", "x")
     assert result["task"] is None and result["transient"] is True and "unavailable" in result["error"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.mcp import MCPServer, MCPServerStdio, MCPServerStreamableHttp, create_static_tool_filter
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from magent2.contracts import McpServer as McpServerSpec
 
@@ -99,10 +100,15 @@ class SupervisedMCPServer(MCPServer):
     def _crashed(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("MCP server %s failed (%s); restarting it", self._name, self.last_error)
+        self._ready.clear()  # later calls wait for the restart instead of using the dead session
         self._restart.set()
 
     async def list_tools(self, run_context: Any = None, agent: Any = None) -> Any:
-        server = await self._server()
+        try:
+            server = await self._server()
+        except McpServerUnavailable as exc:
+            log.warning("%s; its tools are left out of this run", exc)
+            return []  # the agent runs without this server's tools until it is back
         try:
             return await server.list_tools(run_context, agent)
         except Exception as exc:
@@ -113,8 +119,10 @@ class SupervisedMCPServer(MCPServer):
         server = await self._server()
         try:
             return await server.call_tool(tool_name, arguments, meta)
-        except MCPError:
-            raise  # the tool said no; the server is fine
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:  # the server process died under us
+                self._crashed(exc)
+            raise  # otherwise the tool said no; the server is fine
         except Exception as exc:
             self._crashed(exc)
             raise
