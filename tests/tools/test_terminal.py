@@ -165,6 +165,8 @@ async def test_terminal_through_the_sdk_runner(policy: TerminalPolicy) -> None:
     async with workers_running(worker):
         await send_envelope(bus, "run things")
         events = await wait_for_outputs(bus, "c1", 1)
+    started = [e for e in events if e.event == "tool_step" and e.status == "start"]
+    assert started[0].args == {"command": "echo [REDACTED]"}  # not even the request leaks the key
     steps = [e for e in events if e.event == "tool_step" and e.status != "start"]
     assert [s.status for s in steps] == ["success", "error"]
     assert "[REDACTED]" in (steps[0].result_summary or "") and "sk-leak" not in (

@@ -45,7 +45,7 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
     from agents import Agent, ModelSettings
 
     from magent2.tools.guardrails import max_input_guardrail
-    from magent2.tools.registry import build_toolset
+    from magent2.tools.registry import build_toolset, terminal_policy
     from magent2.worker.sdk_runner import AgentsSdkRunner, build_model
 
     if settings.agent_model_factory:
@@ -67,7 +67,12 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         mcp_servers=toolset.mcp_servers,
         input_guardrails=[max_input_guardrail(settings.max_input_chars)],
     )
-    return AgentsSdkRunner(agent, build_sessions(settings, bus), max_turns=settings.agent_max_turns)
+    return AgentsSdkRunner(
+        agent,
+        build_sessions(settings, bus),
+        max_turns=settings.agent_max_turns,
+        redact=terminal_policy(settings).redact,
+    )
 
 
 def load_model_factory(path: str) -> Any:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import openai
@@ -20,6 +20,7 @@ from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent
 from agents.stream_events import StreamEvent as SdkEvent
 
 from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent, ToolStepEvent
+from magent2.tools.redaction import Redactor
 from magent2.worker.runner import RunFailed
 from magent2.worker.sessions import SessionFactory
 
@@ -59,8 +60,11 @@ class AgentsSdkRunner:
         *,
         max_turns: int = 10,
         run_config: RunConfig | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.agent, self.sessions, self.max_turns = agent, sessions, max_turns
+        # tool_step events go to every client of the conversation: secrets never ride along
+        self.redact = redact or Redactor.build()
         self.run_config = run_config or RunConfig()
         self._connected = False
         self._connecting = asyncio.Lock()
@@ -90,7 +94,7 @@ class AgentsSdkRunner:
             session=self.sessions(conversation),
             run_config=self.run_config,
         )
-        tools = _ToolSteps(conversation)
+        tools = _ToolSteps(conversation, self.redact)
         index = 0
         try:
             async for sdk_event in result.stream_events():
@@ -142,8 +146,8 @@ TOOL_ERROR_PREFIX = "An error occurred while running the tool"
 class _ToolSteps:
     """Turns tool_called / tool_output items into start and success|error tool_step events."""
 
-    def __init__(self, conversation_id: str) -> None:
-        self.conversation_id = conversation_id
+    def __init__(self, conversation_id: str, redact: Callable[[str], str]) -> None:
+        self.conversation_id, self.redact = conversation_id, redact
         self.started: dict[str, tuple[str, float]] = {}
 
     def step(self, event: SdkEvent) -> ToolStepEvent | None:
@@ -158,7 +162,7 @@ class _ToolSteps:
             return ToolStepEvent(
                 conversation_id=self.conversation_id,
                 name=name,
-                args=_parse_args(_field(raw, "arguments")),
+                args=_redact_values(_parse_args(_field(raw, "arguments")), self.redact),
                 status="start",
                 tool_call_id=call_id,
             )
@@ -170,12 +174,22 @@ class _ToolSteps:
                 conversation_id=self.conversation_id,
                 name=name,
                 status="error" if error else "success",
-                result_summary=None if error else summarize(item.output),
-                error=error,
+                result_summary=None if error else self.redact(summarize(item.output)),
+                error=self.redact(error) if error else None,
                 duration_ms=round((time.perf_counter() - began) * 1000, 3),
                 tool_call_id=call_id,
             )
         return None
+
+
+def _redact_values(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_values(item, redact) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_values(item, redact) for item in value]
+    return value
 
 
 def _field(raw: Any, name: str) -> Any:
