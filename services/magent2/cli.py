@@ -39,6 +39,19 @@ def _worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(_: argparse.Namespace) -> int:
+    try:
+        from magent2_operator.main import main as operator_main
+    except ImportError as exc:
+        print(
+            f"magent2 operator needs the operator extra: pip install 'magent2[operator]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    operator_main()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magent2", description="A Kubernetes-native runtime for LLM agents."
@@ -62,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="a worker for AGENT_NAME's inbox (configured by env)").set_defaults(
         handler=_worker
     )
+    commands.add_parser(
+        "operator", help="the Kubernetes operator (configured by OPERATOR_* env)"
+    ).set_defaults(handler=_operator)
     commands.add_parser("client", help="send a message or chat (see `magent2 client --help`)", add_help=False)
     return parser
 

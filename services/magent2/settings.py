@@ -65,6 +65,7 @@ class WorkerSettings(BusSettings):
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
+    health_port: int | None = Field(default=None, alias="WORKER_HEALTH_PORT", ge=1, le=65535)
     echo_token_delay_seconds: float = Field(default=0.0, alias="ECHO_TOKEN_DELAY_SECONDS", ge=0, le=60)
     max_input_chars: int = Field(default=32_000, alias="AGENT_MAX_INPUT_CHARS", ge=1)
     # tools

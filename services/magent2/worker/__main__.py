@@ -9,6 +9,7 @@ import signal
 from magent2.loop import run
 from magent2.settings import WorkerSettings, load
 from magent2.worker.build import build_bus, build_runner, build_worker
+from magent2.worker.health import HealthServer
 
 
 async def serve(settings: WorkerSettings) -> None:
@@ -18,9 +19,14 @@ async def serve(settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    health = HealthServer(worker, bus, port=settings.health_port) if settings.health_port else None
+    if health is not None:
+        await health.start()
     try:
         await worker.run()
     finally:
+        if health is not None:
+            await health.stop()
         await runner.aclose()
         await bus.close()
 

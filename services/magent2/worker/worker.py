@@ -9,6 +9,7 @@ import heapq
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._chores: set[asyncio.Task[None]] = set()  # fire-and-forget acks, kept referenced
+        self.last_beat = time.monotonic()  # the consume loop's heartbeat, for liveness probes
 
     # -- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -109,10 +111,12 @@ class Worker:
     # -- intake ------------------------------------------------------------------------------
     async def _consume_forever(self) -> None:
         while not self.stopping:
+            self.last_beat = time.monotonic()
             free = self.concurrency - len(self._held)
-            if free <= 0:
+            if free <= 0:  # all slots busy: wait for one, but keep the heartbeat going
                 self._room.clear()
-                await self._room.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 1.0)
                 continue
             try:
                 messages = await self.bus.consume(self.inbox, GROUP, self.consumer, count=free, block_ms=500)

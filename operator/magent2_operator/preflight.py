@@ -1,0 +1,88 @@
+"""What must hold before an Agent's children are applied; each problem says what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from magent2.contracts import AgentSpec
+from magent2_operator import GROUP, PLURAL, VERSION
+
+BUILTIN_TOOLS = ("terminal", "todo", "chat")
+
+
+class SpecProblem(Exception):
+    """The Agent cannot be reconciled as it is; `reason` is the condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _has_key(read: Any, name: str, namespace: str, key: str, kind: str) -> None:
+    try:
+        obj = read(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SpecProblem(
+                f"{kind}NotFound", f"{kind} {namespace}/{name} does not exist; create it"
+            ) from exc
+        raise
+    if key not in (obj.data or {}):
+        raise SpecProblem(f"{kind}KeyNotFound", f"{kind} {namespace}/{name} has no key {key!r}")
+
+
+def check(
+    api: client.ApiClient, name: str, namespace: str, uid: str, spec: AgentSpec, *, namespaces: list[str]
+) -> None:
+    core = client.CoreV1Api(api)
+    known = [*BUILTIN_TOOLS, *(server.name for server in spec.mcp_servers)]
+    unknown = [tool for tool in spec.tools or [] if tool not in known]
+    if unknown:
+        raise SpecProblem(
+            "UnknownTool", f"unknown tools {unknown}; known: {known} (MCP servers add their names)"
+        )
+    if spec.openai.api_key_secret_ref is not None:
+        ref = spec.openai.api_key_secret_ref
+        _has_key(core.read_namespaced_secret, ref.name, namespace, ref.key, "Secret")
+    source = spec.instructions_from
+    if source is not None and source.config_map_key_ref is not None:
+        ref = source.config_map_key_ref
+        _has_key(core.read_namespaced_config_map, ref.name, namespace, ref.key, "ConfigMap")
+    if source is not None and source.secret_key_ref is not None:
+        ref = source.secret_key_ref
+        _has_key(core.read_namespaced_secret, ref.name, namespace, ref.key, "Secret")
+    _check_unique_agent_name(api, name, namespace, uid, spec, namespaces)
+
+
+def _check_unique_agent_name(
+    api: client.ApiClient, name: str, namespace: str, uid: str, spec: AgentSpec, namespaces: list[str]
+) -> None:
+    """agentName is the inbox on the shared Redis: the oldest Agent keeps it, later ones are Degraded."""
+    custom = client.CustomObjectsApi(api)
+    if namespaces:
+        pages = [custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL) for ns in namespaces]
+    else:
+        pages = [custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)]
+    items: list[dict[str, Any]] = [item for page in pages for item in page["items"]]  # type: ignore[index]
+    wanted = spec.agent_name or name
+    mine = None
+    rivals = []
+    for item in items:
+        meta = item["metadata"]
+        if ((item.get("spec") or {}).get("agentName") or meta["name"]) != wanted:
+            continue
+        key = (meta["creationTimestamp"], meta["uid"])
+        if meta["uid"] == uid:
+            mine = key
+        else:
+            rivals.append((key, f"{meta['namespace']}/{meta['name']}"))
+    older = [who for key, who in rivals if mine is None or key < mine]
+    if older:
+        raise SpecProblem(
+            "AgentNameConflict",
+            f"agentName {wanted!r} is already used by Agent {older[0]} on the same Redis; "
+            "choose another agentName",
+        )
