@@ -60,7 +60,8 @@ def check(
 def _check_unique_agent_name(
     api: client.ApiClient, name: str, namespace: str, uid: str, spec: AgentSpec, namespaces: list[str]
 ) -> None:
-    """agentName is the inbox on the shared Redis: the oldest Agent keeps it, later ones are Degraded."""
+    """agentName is the inbox on the shared Redis: the oldest Agent keeps it, later ones are Degraded
+    (they recover on their own once the older one is renamed or deleted)."""
     custom = client.CustomObjectsApi(api)
     if namespaces:
         pages = [custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL) for ns in namespaces]
@@ -74,7 +75,8 @@ def _check_unique_agent_name(
         meta = item["metadata"]
         if ((item.get("spec") or {}).get("agentName") or meta["name"]) != wanted:
             continue
-        key = (meta["creationTimestamp"], meta["uid"])
+        # oldest first; creation times have one-second resolution, so ties go by namespace/name
+        key = (meta["creationTimestamp"], meta["namespace"], meta["name"])
         if meta["uid"] == uid:
             mine = key
         else:
