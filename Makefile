@@ -32,8 +32,9 @@ test: deps system-deps tools ## install everything the tests need, then run them
 test-fast: deps system-deps ## the tests that need no Kubernetes control plane
 	$(PY) -m pytest -m "not k8s"
 
-bench: deps system-deps ## benchmarks, printed as tables
+bench: deps system-deps tools ## benchmarks, printed as tables
 	$(PY) -m bench
+	$(PY) -m bench.operator
 
 lint: deps ## ruff + mypy
 	$(VENV)/bin/ruff check .
