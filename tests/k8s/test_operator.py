@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
@@ -36,12 +37,14 @@ def eventually(check: Any, timeout: float = 30.0, what: str = "condition") -> An
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+PORTS = {"OPERATOR_HEALTH_PORT": str(free_port()), "OPERATOR_METRICS_PORT": str(free_port())}
+
+
 def start_operator(kube: ControlPlane) -> subprocess.Popen[bytes]:
     env = {
         **kube.env(),
+        **PORTS,
         "OPERATOR_RESYNC_SECONDS": "1",
-        "OPERATOR_HEALTH_PORT": str(free_port()),
-        "OPERATOR_METRICS_PORT": str(free_port()),
         "REDIS_URL": "redis://redis.magent2:6379/0",
         "WORKER_IMAGE": "magent2-worker:test",
     }
@@ -62,13 +65,25 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+class Operator:
+    """`magent2 operator` as a process of its own, restartable."""
+
+    def __init__(self, kube: ControlPlane) -> None:
+        self.kube = kube
+        self.process = start_operator(kube)
+
+    def restart(self) -> None:
+        stop(self.process)
+        self.process = start_operator(self.kube)
+
+
 @pytest.fixture(scope="module")
-def operator(kube: ControlPlane) -> Iterator[subprocess.Popen[bytes]]:
+def operator(kube: ControlPlane) -> Iterator[Operator]:
     kube.kubectl("apply", "--server-side", "-f", str(CRD))
     kube.kubectl("wait", "--for=condition=Established", "crd/agents.magent2.dev", "--timeout=30s")
-    process = start_operator(kube)
-    yield process
-    stop(process)
+    running = Operator(kube)
+    yield running
+    stop(running.process)
 
 
 @pytest.fixture
@@ -277,7 +292,9 @@ def test_unknown_tool_and_agent_name_conflict_are_degraded(
     assert condition(get_agent(kube_api, ns, "first"), "Degraded")["status"] == "False"
 
 
-def test_operator_restart_makes_no_writes(kube: ControlPlane, kube_api: Any, ns: str, operator: Any) -> None:
+def test_operator_restart_makes_no_writes(
+    kube: ControlPlane, kube_api: Any, ns: str, operator: Operator
+) -> None:
     kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("calm"))
     apps = client.AppsV1Api(kube_api)
     eventually(lambda: get_agent(kube_api, ns, "calm").get("status", {}).get("inbox"), what="status")
@@ -293,15 +310,10 @@ def test_operator_restart_makes_no_writes(kube: ControlPlane, kube_api: Any, ns:
         }
 
     before = versions()
-    stop(operator)
-    replacement = start_operator(kube)
-    try:
-        time.sleep(6)  # startup, resume handlers and several resync rounds
-        assert versions() == before
-        assert len(apps.list_namespaced_deployment(ns).items) == 1
-    finally:
-        stop(replacement)
-        operator.__dict__.update(start_operator(kube).__dict__)  # keep the module's operator running
+    operator.restart()
+    time.sleep(6)  # start-up, resume handlers and several resync rounds
+    assert versions() == before
+    assert len(apps.list_namespaced_deployment(ns).items) == 1
 
 
 def test_deleting_the_agent_collects_its_children(kube: ControlPlane, kube_api: Any, ns: str) -> None:
@@ -320,3 +332,14 @@ def test_deleting_the_agent_collects_its_children(kube: ControlPlane, kube_api: 
         timeout=60,
         what="garbage collection",
     )
+
+
+def test_liveness_and_metrics_endpoints(kube: ControlPlane, ns: str) -> None:
+    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("observed"))
+    health = f"http://127.0.0.1:{PORTS['OPERATOR_HEALTH_PORT']}/healthz"
+    eventually(lambda: httpx.get(health, timeout=2).status_code == 200, what="liveness")
+    metrics = f"http://127.0.0.1:{PORTS['OPERATOR_METRICS_PORT']}/metrics"
+    text = eventually(
+        lambda: (t := httpx.get(metrics, timeout=2).text) and 'result="ok"' in t and t, what="metrics"
+    )
+    assert "magent2_operator_reconciles_total" in text and "magent2_operator_reconcile_seconds_count" in text
