@@ -12,8 +12,9 @@ K8S_VERSION=v1.36.3     # keep in step with hack/k8s/go.mod
 HELM_VERSION=v3.21.4
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/magent2"
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 k8s_bin="$cache/k8s-$K8S_VERSION/bin"
-helm_bin="$cache/helm-$HELM_VERSION/bin"
+helm_bin="$cache/helm-$HELM_VERSION-k8s1.$minor/bin"
 tools_bin="$PWD/.tools/bin"
 mkdir -p "$k8s_bin" "$helm_bin" "$tools_bin"
 
@@ -30,7 +31,6 @@ build() {  # build <name> <dir> <cmd...>: time a build, unless its binary is cac
 }
 
 # Stamp the release, or the binaries report v0.0.0 and clients' version checks misbehave.
-minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 k8s_ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
@@ -45,8 +45,12 @@ build_k8s() {
 for name in kube-apiserver kube-controller-manager kubectl etcd; do
   build "$name" "$k8s_bin" build_k8s
 done
-build helm "$helm_bin" env GOBIN="$helm_bin" go install \
-  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+# Helm's default Kubernetes version for `helm template` and lint, as its own Makefile sets it.
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in pkg/lint/rules pkg/chartutil; do
+  helm_ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$minor"
+done
+build helm "$helm_bin" env GOBIN="$helm_bin" go install -ldflags "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
 for name in kube-apiserver kube-controller-manager kubectl etcd; do ln -sf "$k8s_bin/$name" "$tools_bin/$name"; done
 ln -sf "$helm_bin/helm" "$tools_bin/helm"

@@ -7,11 +7,13 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from magent2.settings import CsvList
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
 
-    namespaces: list[str] = Field(default_factory=list, alias="OPERATOR_NAMESPACES")  # empty: all
+    namespaces: CsvList = Field(default_factory=list, alias="OPERATOR_NAMESPACES")  # empty: all
     worker_image: str = Field(default="magent2-worker:dev", alias="WORKER_IMAGE", min_length=1)
     image_pull_policy: str = Field(default="IfNotPresent", alias="WORKER_IMAGE_PULL_POLICY")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
@@ -30,11 +32,6 @@ class OperatorSettings(BaseSettings):
     peering: str | None = Field(
         default=None, alias="OPERATOR_PEERING"
     )  # a KopfPeering name; none: standalone
-
-    @field_validator("namespaces", mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else value
 
     @field_validator("redis_url_secret")
     @classmethod

@@ -317,6 +317,17 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
 
+    def create_namespace(self, name: str, timeout: float = 30.0) -> None:
+        """Create `name` (if missing) and wait for its default ServiceAccount, which pods need."""
+        self.kubectl("create", "namespace", name, check=False)
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"namespace {name} has no default ServiceAccount after {timeout:.0f}s"
+                )
+            time.sleep(0.2)
+
     # -- stop ------------------------------------------------------------------------------------
     def stop(self) -> None:
         for name in reversed(list(self.processes)):

@@ -89,11 +89,7 @@ def operator(kube: ControlPlane) -> Iterator[Operator]:
 @pytest.fixture
 def ns(kube: ControlPlane, operator: Any) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name)
-    eventually(
-        lambda: kube.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-        what="the default ServiceAccount",
-    )
+    kube.create_namespace(name)
     return name
 
 
