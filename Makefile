@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help run test test-fast bench lint fmt deps system-deps tools k8s-up k8s-down clean
+.PHONY: help run test test-fast bench lint fmt deps system-deps tools k8s-up k8s-down e2e-kind clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ k8s-up: tools deps ## a real control plane on loopback; kubeconfig at .tools/kub
 
 k8s-down: deps ## stop what k8s-up started
 	$(PY) -m tests.k8s.controlplane down
+
+e2e-kind: ## kind cluster + images + chart + one message (needs a Docker engine; says so and skips without)
+	bash hack/e2e-kind.sh
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
