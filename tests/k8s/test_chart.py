@@ -195,3 +195,4 @@ def test_install_and_the_operator_works_with_exactly_the_charts_rbac(
     assert container["image"] == env["WORKER_IMAGE"]
     redis = next(e for e in container["env"] if e["name"] == "REDIS_URL")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "rel-magent2-redis-url", "key": "url"}
+    helm("uninstall", "rel", "-n", ns, kube=kube)  # frees agentName DevAgent for other tests

@@ -125,7 +125,7 @@ def test_agent_becomes_a_worker_deployment(kube: ControlPlane, kube_api: Any, ns
         "-",
         input=agent(
             "dev",
-            agentName="DevAgent",
+            agentName="OperatorTestAgent",
             model="gpt-4o-mini",
             instructions="Be brief.",
             tools=["todo"],
@@ -140,7 +140,7 @@ def test_agent_becomes_a_worker_deployment(kube: ControlPlane, kube_api: Any, ns
         and env["REDIS_URL"] == "redis://redis.magent2:6379/0"
     )
     config = core.read_namespaced_config_map("dev-config", ns).data
-    assert config["AGENT_NAME"] == "DevAgent" and config["AGENT_TOOLS"] == "todo"
+    assert config["AGENT_NAME"] == "OperatorTestAgent" and config["AGENT_TOOLS"] == "todo"
     assert config["AGENT_INSTRUCTIONS"] == "Be brief."
     assert core.read_namespaced_service_account("dev-worker", ns).automount_service_account_token is False
     container = deployment.spec.template.spec.containers[0]
@@ -150,7 +150,7 @@ def test_agent_becomes_a_worker_deployment(kube: ControlPlane, kube_api: Any, ns
     status = eventually(
         lambda: (get_agent(kube_api, ns, "dev").get("status") or {}).get("inbox"), what="status"
     )
-    assert status == "chat:DevAgent"
+    assert status == "chat:OperatorTestAgent"
     obj = get_agent(kube_api, ns, "dev")
     assert obj["status"]["observedGeneration"] == 1 and condition(obj, "Degraded")["status"] == "False"
     assert condition(obj, "Ready")["status"] == "False"  # no pod is ready yet
@@ -161,7 +161,7 @@ def test_agent_becomes_a_worker_deployment(kube: ControlPlane, kube_api: Any, ns
     )
     assert get_agent(kube_api, ns, "dev")["status"]["readyReplicas"] == 1
     printed = kube.kubectl("get", "mag", "-n", ns).stdout
-    assert "DevAgent" in printed and "gpt-4o-mini" in printed and "True" in printed
+    assert "OperatorTestAgent" in printed and "gpt-4o-mini" in printed and "True" in printed
 
 
 def test_spec_changes_roll_the_pods(kube: ControlPlane, kube_api: Any, ns: str) -> None:
