@@ -209,7 +209,10 @@ class InMemoryBus(Bus):
         if publish is not None and publish.payloads:
             await self.publish_many(publish.stream, publish.payloads)
         if done_token is not None:
-            self._done[(stream, done_token)] = time.monotonic() + done_ttl_s
+            now = time.monotonic()
+            if len(self._done) >= 10_000:  # forget expired markers, as Redis would
+                self._done = {key: until for key, until in self._done.items() if until > now}
+            self._done[(stream, done_token)] = now + done_ttl_s
         self._stream(stream).groups[group].pending.pop(message_id, None)
         queue = self._order.get((stream, order_key)) if order_key is not None else None
         if queue and message_id in queue:
