@@ -6,6 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from magent2.bus import Bus, Keys, RedisStreamsBus
 from magent2.settings import WorkerSettings
 from magent2.tools.chat import Chat, chat_tools
@@ -53,6 +57,14 @@ def terminal_policy(settings: WorkerSettings) -> TerminalPolicy:
     )
 
 
+def todo_client(url: str) -> aioredis.Redis:
+    """A client of its own that fails fast: a tool call should report a Redis hiccup in about a
+    second, not after the bus client's patient retries."""
+    return aioredis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=1, socket_timeout=5, retry=Retry(NoBackoff(), 1)
+    )
+
+
 def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
     names = selected_tools(settings)
     toolset = Toolset(names=names)
@@ -60,7 +72,11 @@ def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
         toolset.function_tools.append(terminal_tool(terminal_policy(settings)))
     if "todo" in names:
         prefix = f"{settings.bus_prefix}{settings.todo_store_prefix}"
-        store = RedisTodoStore(bus.redis, prefix) if isinstance(bus, RedisStreamsBus) else InMemoryTodoStore()
+        store = (
+            RedisTodoStore(todo_client(bus.url), prefix)
+            if isinstance(bus, RedisStreamsBus)
+            else InMemoryTodoStore()
+        )
         toolset.function_tools.extend(todo_tools(Todo(store)))
     if "chat" in names:
         chat = Chat(
