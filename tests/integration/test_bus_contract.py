@@ -181,3 +181,15 @@ async def test_publish_after_announces_then_enqueues_in_order(bus: Bus) -> None:
     assert (message.id, message.payload) == (queued, "message")
     assert await bus.admit(S, "conv", queued, "t") == "run"
     assert announced
+
+
+async def test_prune_forgets_only_idle_consumers_that_hold_nothing(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.publish_many(S, ["1", "2"])
+    await bus.consume(S, G, "holder", count=1, block_ms=50)
+    [done] = await bus.consume(S, G, "idle", count=1, block_ms=50)
+    await bus.complete(S, G, done.id)
+    assert await bus.prune_consumers(S, G, idle_ms=60_000) == []
+    await asyncio.sleep(0.06)
+    assert await bus.prune_consumers(S, G, idle_ms=50) == ["idle"]  # "holder" still has a message
+    assert await bus.prune_consumers("stream:none", G, idle_ms=0) == []

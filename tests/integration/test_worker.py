@@ -232,3 +232,18 @@ async def test_prefix_is_applied_to_every_key(bus: Bus) -> None:
     assert outputs(events) == ["echo: prefixed"]
     assert await bus.streams("chat:") == []
     assert await bus.streams("tenant1:chat:") == ["tenant1:chat:DevAgent"]
+
+
+async def test_consumers_of_gone_workers_are_forgotten(bus: Bus) -> None:
+    inbox = Keys().inbox("DevAgent")
+    await bus.ensure_group(inbox, GROUP)
+    await send_envelope(bus, "handled by a worker that then went away")
+    [message] = await bus.consume(inbox, GROUP, "gone-worker", count=1, block_ms=100)
+    await bus.complete(inbox, GROUP, message.id)
+    worker = Worker(
+        bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.2, forget_consumers_after_s=0.2
+    )
+    async with workers_running(worker):
+        await asyncio.sleep(0.6)
+        still_there = await bus.prune_consumers(inbox, GROUP, idle_ms=0)  # lists whoever was left
+    assert "gone-worker" not in still_there

@@ -131,6 +131,11 @@ class Bus(ABC):
         """Hand entries back: mark them idle for `idle_ms` so another consumer reclaims them now."""
 
     @abstractmethod
+    async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
+        """Forget consumers that hold nothing and were not seen for `idle_ms` (workers long gone);
+        return their names."""
+
+    @abstractmethod
     async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
         """In one round trip: "done" when an entry carrying `token` was completed before
         (de-duplication), "wait" while an earlier entry of `order_key` is unfinished, else "run"."""

@@ -27,6 +27,7 @@ class _Pending:
 class _Group:
     last_delivered: _Id = (0, 0)
     pending: dict[str, _Pending] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)  # consumer -> last activity (ms)
 
 
 @dataclass
@@ -134,6 +135,7 @@ class InMemoryBus(Bus):
     ) -> list[BusMessage]:
         target = self._stream(stream)
         state = target.groups[group]
+        state.seen[consumer] = _now_ms()
 
         def take() -> list[BusMessage]:
             found = target.after(state.last_delivered, count)
@@ -159,6 +161,7 @@ class InMemoryBus(Bus):
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
     ) -> list[BusMessage]:
         target = self._stream(stream)
+        target.groups[group].seen[consumer] = _now_ms()
         pending = target.groups[group].pending
         now, claimed = _now_ms(), list[BusMessage]()
         for message_id in sorted(pending, key=parse_id):
@@ -184,6 +187,17 @@ class InMemoryBus(Bus):
         for message_id in ids:
             if message_id in pending:
                 pending[message_id] = _Pending(consumer, _now_ms() - idle_ms)
+
+    async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
+        state = self._stream(stream).groups.get(group)
+        if state is None:
+            return []
+        holding = {p.consumer for p in state.pending.values()}
+        now = _now_ms()
+        gone = [name for name, seen in state.seen.items() if name not in holding and now - seen >= idle_ms]
+        for name in gone:
+            del state.seen[name]
+        return gone
 
     async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
         expires = self._done.get((stream, token))

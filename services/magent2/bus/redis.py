@@ -203,6 +203,17 @@ class RedisStreamsBus(Bus):
             async with _unavailable_on_connection_errors():
                 await self.redis.xclaim(stream, group, consumer, 0, list(ids), idle=idle_ms, justid=True)
 
+    async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
+        async with _unavailable_on_connection_errors():
+            try:
+                consumers = await self.redis.xinfo_consumers(stream, group)
+            except ResponseError:
+                return []  # no such stream or group yet
+            gone = [c["name"] for c in consumers if c["pending"] == 0 and c["idle"] >= idle_ms]
+            for name in gone:
+                await self.redis.xgroup_delconsumer(stream, group, name)
+        return gone
+
     async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
         async with _unavailable_on_connection_errors():
             verdict = await self._admit(

@@ -65,6 +65,7 @@ class Worker:
         events_ttl_s: int | None = None,
         consumer: str | None = None,
         retry_backoff_s: float = 0.5,
+        forget_consumers_after_s: float = 3600,
     ) -> None:
         self.bus, self.runner, self.agent_name = bus, runner, agent_name
         self.keys = keys or Keys()
@@ -76,6 +77,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.events_ttl_s = events_ttl_s
         self.retry_backoff_s = retry_backoff_s
+        self.forget_consumers_after_ms = int(forget_consumers_after_s * 1000)
         self._running = asyncio.Semaphore(concurrency)
         self._lanes: dict[str, _Lane] = {}
         self._held: set[str] = set()  # message ids this worker holds (queued or running)
@@ -131,7 +133,11 @@ class Worker:
         """Adopt messages whose consumer died. Runs even when every slot is taken by messages
         waiting for their turn: the message they wait for may be one of these."""
         interval = max(self.visibility_ms / 2000, 0.05)
+        last_prune = 0.0
         while not self.stopping:
+            if time.monotonic() - last_prune > self.forget_consumers_after_ms / 10_000:
+                last_prune = time.monotonic()
+                await self._forget_gone_consumers()
             try:
                 claimed = await self.bus.reclaim(
                     self.inbox, GROUP, self.consumer, min_idle_ms=self.visibility_ms, count=self.concurrency
@@ -144,6 +150,13 @@ class Worker:
                     log.info("reclaimed %s from a dead consumer", message.id)
                     self._accept(message)
             await self._pause(interval)
+
+    async def _forget_gone_consumers(self) -> None:
+        """Each worker process is a consumer of its own; drop those of processes long gone."""
+        with contextlib.suppress(BusUnavailable):
+            gone = await self.bus.prune_consumers(self.inbox, GROUP, idle_ms=self.forget_consumers_after_ms)
+            if gone:
+                log.info("forgot %d idle consumer(s) of %s", len(gone), self.inbox)
 
     async def _renew_leases(self) -> None:
         interval = max(self.visibility_ms / 3000, 0.02)
