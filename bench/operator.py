@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +16,6 @@ from kubernetes import client, config
 
 from bench.__main__ import pct, print_table
 from tests.k8s.controlplane import ROOT, ControlPlane
-from tests.support import free_port
 
 Row = tuple[str, str, str]
 
@@ -77,18 +74,7 @@ def main() -> None:
         try:
             plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "agents.magent2.dev.yaml"))
             plane.kubectl("wait", "--for=condition=Established", "crd/agents.magent2.dev", "--timeout=30s")
-            env = {
-                **plane.env(),
-                "OPERATOR_HEALTH_PORT": str(free_port()),
-                "OPERATOR_METRICS_PORT": str(free_port()),
-                "REDIS_URL": "redis://redis:6379/0",
-            }
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "magent2.cli", "operator"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            operator = plane.start_operator()
             api = config.new_client_from_config(str(plane.kubeconfig))
             custom = client.CustomObjectsApi(api)
             idle_rss = 0.0

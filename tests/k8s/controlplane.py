@@ -317,6 +317,22 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
 
+    def start_operator(self, *, output: int = subprocess.DEVNULL, **env: str) -> subprocess.Popen[bytes]:
+        """`magent2 operator` against this control plane (free ports for its endpoints; `env` wins)."""
+        full = {
+            **self.env(),
+            "OPERATOR_HEALTH_PORT": str(_free_port()),
+            "OPERATOR_METRICS_PORT": str(_free_port()),
+            "REDIS_URL": "redis://redis:6379/0",
+            **env,
+        }
+        return subprocess.Popen(
+            [sys.executable, "-m", "magent2.cli", "operator"],
+            env=full,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
     def create_namespace(self, name: str, timeout: float = 30.0) -> None:
         """Create `name` (if missing) and wait for its default ServiceAccount, which pods need."""
         self.kubectl("create", "namespace", name, check=False)

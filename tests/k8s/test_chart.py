@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from tests.k8s.controlplane import ROOT, TOOLS_BIN, ControlPlane
-from tests.support import free_port
 
 CHART = ROOT / "charts" / "magent2"
 ALL_ON = [
@@ -161,21 +160,9 @@ def test_install_and_the_operator_works_with_exactly_the_charts_rbac(
     assert can_i("create", "clusterroles") == "no"
     assert can_i("delete", "nodes") == "no"
 
-    process_env = {
-        **os.environ,
-        **{k: v for k, v in env.items() if v is not None},
-        "KUBECONFIG": str(kubeconfig),
-        "REDIS_URL_SECRET": "rel-magent2-redis-url/url",
-        "OPERATOR_HEALTH_PORT": str(free_port()),
-        "OPERATOR_METRICS_PORT": str(free_port()),
-        "OPERATOR_RESYNC_SECONDS": "2",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "magent2.cli", "operator"],
-        env=process_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    chart_env = {k: v for k, v in env.items() if v is not None}
+    overrides = {**chart_env, "KUBECONFIG": str(kubeconfig), "OPERATOR_RESYNC_SECONDS": "2"}
+    process = kube.start_operator(output=subprocess.PIPE, **overrides)
     try:
         deadline = time.monotonic() + 60
         status: dict[str, Any] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,18 +40,11 @@ PORTS = {"OPERATOR_HEALTH_PORT": str(free_port()), "OPERATOR_METRICS_PORT": str(
 
 
 def start_operator(kube: ControlPlane) -> subprocess.Popen[bytes]:
-    env = {
-        **kube.env(),
+    return kube.start_operator(
         **PORTS,
-        "OPERATOR_RESYNC_SECONDS": "1",
-        "REDIS_URL": "redis://redis.magent2:6379/0",
-        "WORKER_IMAGE": "magent2-worker:test",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "magent2.cli", "operator"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        OPERATOR_RESYNC_SECONDS="1",
+        REDIS_URL="redis://redis.magent2:6379/0",
+        WORKER_IMAGE="magent2-worker:test",
     )
 
 
