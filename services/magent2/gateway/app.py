@@ -14,13 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from magent2 import __version__
-from magent2.bus import LATEST, START, Bus, BusUnavailable, Keys, Publication
+from magent2.bus import LATEST, START, Bus, BusUnavailable, Keys
+from magent2.bus.delivery import deliver
 from magent2.contracts import (
     CONVERSATION_ID_PATTERN,
     RECIPIENT_PATTERN,
     SENDER_PATTERN,
     MessageEnvelope,
-    UserMessageEvent,
 )
 from magent2.gateway.metrics import GatewayMetrics, RequestCounter
 from magent2.gateway.sse import event_stream
@@ -107,21 +107,8 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
             raise HTTPException(413, f"content is {size} bytes; the limit is {settings.max_content_bytes}")
         # SendRequest enforced the envelope's own constraints; build it without validating twice.
         envelope = MessageEnvelope.model_construct(**body.model_dump(exclude_none=True))
-        inbox = keys.inbox(envelope.agent_name)
-        event = UserMessageEvent(
-            conversation_id=envelope.conversation_id,
-            message_id=envelope.id,
-            sender=envelope.sender,
-            recipient=envelope.recipient,
-            content=envelope.content,
-        )
-        announcement = Publication(
-            keys.events(envelope.conversation_id), [event.to_json()], ttl_s=settings.events_ttl_seconds
-        )
         try:
-            [cursor], _ = await bus.publish_after(
-                announcement, inbox, envelope.to_json(), order_key=envelope.conversation_id
-            )
+            cursor = await deliver(bus, keys, envelope, events_ttl_s=settings.events_ttl_seconds)
         except BusUnavailable as exc:
             metrics.publish_errors.inc()
             raise HTTPException(503, f"message bus unavailable, nothing was sent: {exc}") from exc
@@ -130,7 +117,7 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
         reply = {
             "id": envelope.id,
             "conversation_id": envelope.conversation_id,
-            "inbox": inbox,
+            "inbox": keys.inbox(envelope.agent_name),
             "stream_url": f"/stream/{envelope.conversation_id}",
             "cursor": cursor,
         }

@@ -12,8 +12,9 @@ from typing import Any
 
 from agents import RunContextWrapper, function_tool
 
-from magent2.bus import Bus, Keys, Publication
-from magent2.contracts import AGENT_NAME_PATTERN, MessageEnvelope, UserMessageEvent, parse_event
+from magent2.bus import Bus, Keys
+from magent2.bus.delivery import deliver
+from magent2.contracts import AGENT_NAME_PATTERN, MessageEnvelope, parse_event
 
 HOPS = "hops"
 
@@ -53,20 +54,7 @@ class Chat:
             content=content,
             metadata={HOPS: hops, "origin_message_id": current.id if current else None},
         )
-        announcement = UserMessageEvent(
-            conversation_id=conversation,
-            message_id=envelope.id,
-            sender=envelope.sender,
-            recipient=envelope.recipient,
-            content=content,
-        )
-        events = self.keys.events(conversation)
-        [cursor], _ = await self.bus.publish_after(
-            Publication(events, [announcement.to_json()], ttl_s=self.events_ttl_s),
-            self.keys.inbox(name),
-            envelope.to_json(),
-            order_key=conversation,
-        )
+        cursor = await deliver(self.bus, self.keys, envelope, events_ttl_s=self.events_ttl_s)
         result: dict[str, Any] = {
             "sent": True,
             "message_id": envelope.id,
@@ -75,7 +63,7 @@ class Chat:
             "hops": hops,
         }
         if wait:
-            result.update(await self._reply(events, cursor, envelope.id, timeout_s))
+            result.update(await self._reply(self.keys.events(conversation), cursor, envelope.id, timeout_s))
         return result
 
     async def _reply(self, stream: str, cursor: str, message_id: str, timeout_s: float) -> dict[str, Any]:
