@@ -65,3 +65,24 @@ class CommandModel(Model):
         return TokenStreamingModel([self._step(input, system_instructions)]).stream_response(
             system_instructions, input, *args, **kwargs
         )
+
+
+def scripted_settings(**env: Any) -> Any:
+    """WorkerSettings for an SDK worker driven by `command_model`, plus `env` (alias names)."""
+    from magent2.settings import WorkerSettings
+
+    return WorkerSettings(
+        **{
+            "AGENT_MODEL_FACTORY": "tests.scripted_model:command_model",
+            "AGENT_SESSION_PATH": ":memory:",
+            **env,
+        }
+    )
+
+
+def scripted_worker(bus: Any, **env: Any) -> Any:
+    """A real worker (registry, tools, guardrails, SDK runner) on `bus`, driven by `command_model`."""
+    from magent2.worker.build import build_runner, build_worker
+
+    settings = scripted_settings(**env)
+    return build_worker(settings, bus, build_runner(settings, bus))

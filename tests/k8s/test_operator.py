@@ -91,6 +91,10 @@ def agent(name: str, **spec: Any) -> str:
     )
 
 
+def apply_agent(kube: ControlPlane, ns: str, name: str, **spec: Any) -> None:
+    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent(name, **spec))
+
+
 def get_agent(kube_api: Any, ns: str, name: str) -> dict[str, Any]:
     return dict(
         client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
@@ -109,20 +113,15 @@ def env_of(deployment: Any) -> dict[str, Any]:
 
 def test_agent_becomes_a_worker_deployment(kube: ControlPlane, kube_api: Any, ns: str) -> None:
     kube.kubectl("create", "secret", "generic", "openai", "-n", ns, "--from-literal=api-key=sk-test")
-    kube.kubectl(
-        "apply",
-        "-n",
+    apply_agent(
+        kube,
         ns,
-        "-f",
-        "-",
-        input=agent(
-            "dev",
-            agentName="OperatorTestAgent",
-            model="gpt-4o-mini",
-            instructions="Be brief.",
-            tools=["todo"],
-            openai={"apiKeySecretRef": {"name": "openai", "key": "api-key"}},
-        ),
+        "dev",
+        agentName="OperatorTestAgent",
+        model="gpt-4o-mini",
+        instructions="Be brief.",
+        tools=["todo"],
+        openai={"apiKeySecretRef": {"name": "openai", "key": "api-key"}},
     )
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     deployment = eventually(lambda: apps.read_namespaced_deployment("dev-worker", ns), what="the Deployment")
@@ -157,11 +156,11 @@ def test_agent_becomes_a_worker_deployment(kube: ControlPlane, kube_api: Any, ns
 
 
 def test_spec_changes_roll_the_pods(kube: ControlPlane, kube_api: Any, ns: str) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("roll", model="gpt-4o-mini"))
+    apply_agent(kube, ns, "roll", model="gpt-4o-mini")
     apps = client.AppsV1Api(kube_api)
     before = eventually(lambda: apps.read_namespaced_deployment("roll-worker", ns), what="the Deployment")
     checksum = before.spec.template.metadata.annotations["magent2.dev/config-checksum"]
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("roll", model="gpt-4.1"))
+    apply_agent(kube, ns, "roll", model="gpt-4.1")
     after = eventually(
         lambda: (
             (d := apps.read_namespaced_deployment("roll-worker", ns)).spec.template.metadata.annotations[
@@ -184,7 +183,7 @@ def test_spec_changes_roll_the_pods(kube: ControlPlane, kube_api: Any, ns: str) 
 
 
 def test_drift_is_repaired(kube: ControlPlane, kube_api: Any, ns: str) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("drift"))
+    apply_agent(kube, ns, "drift")
     apps = client.AppsV1Api(kube_api)
     eventually(lambda: apps.read_namespaced_deployment("drift-worker", ns), what="the Deployment")
     kube.kubectl("scale", "deployment/drift-worker", "-n", ns, "--replicas=5")
@@ -228,14 +227,7 @@ def test_schema_violations_are_rejected_by_kubectl(
 
 
 def test_missing_secret_degrades_then_recovers(kube: ControlPlane, kube_api: Any, ns: str) -> None:
-    kube.kubectl(
-        "apply",
-        "-n",
-        ns,
-        "-f",
-        "-",
-        input=agent("keyless", openai={"apiKeySecretRef": {"name": "later", "key": "api-key"}}),
-    )
+    apply_agent(kube, ns, "keyless", openai={"apiKeySecretRef": {"name": "later", "key": "api-key"}})
     degraded = eventually(
         lambda: (
             condition(get_agent(kube_api, ns, "keyless"), "Degraded").get("status") == "True"
@@ -259,16 +251,16 @@ def test_missing_secret_degrades_then_recovers(kube: ControlPlane, kube_api: Any
 def test_unknown_tool_and_agent_name_conflict_are_degraded(
     kube: ControlPlane, kube_api: Any, ns: str
 ) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("tooly", tools=["terminal", "teleport"]))
+    apply_agent(kube, ns, "tooly", tools=["terminal", "teleport"])
     eventually(
         lambda: condition(get_agent(kube_api, ns, "tooly"), "Degraded").get("reason") == "UnknownTool",
         what="UnknownTool",
     )
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("first", agentName="Shared"))
+    apply_agent(kube, ns, "first", agentName="Shared")
     eventually(
         lambda: condition(get_agent(kube_api, ns, "first"), "Degraded").get("status") == "False", what="first"
     )
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("second", agentName="Shared"))
+    apply_agent(kube, ns, "second", agentName="Shared")
     second = eventually(
         lambda: (
             condition(get_agent(kube_api, ns, "second"), "Degraded").get("reason") == "AgentNameConflict"
@@ -283,7 +275,7 @@ def test_unknown_tool_and_agent_name_conflict_are_degraded(
 def test_operator_restart_makes_no_writes(
     kube: ControlPlane, kube_api: Any, ns: str, operator: Operator
 ) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("calm"))
+    apply_agent(kube, ns, "calm")
     apps = client.AppsV1Api(kube_api)
     eventually(lambda: get_agent(kube_api, ns, "calm").get("status", {}).get("inbox"), what="status")
     time.sleep(2.5)  # let the first rounds settle
@@ -305,7 +297,7 @@ def test_operator_restart_makes_no_writes(
 
 
 def test_deleting_the_agent_collects_its_children(kube: ControlPlane, kube_api: Any, ns: str) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("gone"))
+    apply_agent(kube, ns, "gone")
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     eventually(lambda: apps.read_namespaced_deployment("gone-worker", ns), what="the Deployment")
     kube.kubectl("delete", "agent/gone", "-n", ns)
@@ -323,7 +315,7 @@ def test_deleting_the_agent_collects_its_children(kube: ControlPlane, kube_api: 
 
 
 def test_liveness_and_metrics_endpoints(kube: ControlPlane, ns: str) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=agent("observed"))
+    apply_agent(kube, ns, "observed")
     health = f"http://127.0.0.1:{PORTS['OPERATOR_HEALTH_PORT']}/healthz"
     eventually(lambda: httpx.get(health, timeout=2).status_code == 200, what="liveness")
     metrics = f"http://127.0.0.1:{PORTS['OPERATOR_METRICS_PORT']}/metrics"

@@ -6,18 +6,14 @@ from typing import Any
 
 from magent2.bus import InMemoryBus, Keys
 from magent2.contracts import MessageEnvelope
-from magent2.settings import WorkerSettings
 from magent2.tools.chat import Chat
 from magent2.worker import EchoRunner, Worker
-from magent2.worker.build import build_runner, build_worker
+from tests.scripted_model import scripted_worker
 from tests.support import conversation_events, eventually, send_envelope, wait_for_outputs, workers_running
-
-SCRIPTED = {"AGENT_MODEL_FACTORY": "tests.scripted_model:command_model", "AGENT_SESSION_PATH": ":memory:"}
 
 
 def agent(bus: InMemoryBus, name: str, **env: Any) -> Worker:
-    settings = WorkerSettings(**{**SCRIPTED, "AGENT_NAME": name, **env})
-    return build_worker(settings, bus, build_runner(settings, bus))
+    return scripted_worker(bus, AGENT_NAME=name, **env)
 
 
 def steps(events: list[Any], status: str) -> list[Any]:

@@ -10,8 +10,7 @@ import sys
 from typing import Any
 
 from magent2.bus import InMemoryBus
-from magent2.settings import WorkerSettings
-from magent2.worker.build import build_runner, build_worker
+from tests.scripted_model import scripted_worker
 from tests.support import (
     ROOT,
     free_port,
@@ -22,12 +21,9 @@ from tests.support import (
     workers_running,
 )
 
-SCRIPTED = {"AGENT_MODEL_FACTORY": "tests.scripted_model:command_model", "AGENT_SESSION_PATH": ":memory:"}
-
 
 def mcp_agent(bus: InMemoryBus, servers: list[dict[str, Any]], **env: str) -> Any:
-    settings = WorkerSettings(**{**SCRIPTED, "AGENT_MCP_SERVERS": json.dumps(servers), **env})
-    return build_worker(settings, bus, build_runner(settings, bus))
+    return scripted_worker(bus, AGENT_MCP_SERVERS=json.dumps(servers), **env)
 
 
 def results(events: list[Any]) -> list[tuple[str, str]]:

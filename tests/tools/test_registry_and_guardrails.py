@@ -11,14 +11,9 @@ from magent2.contracts import AgentManifest
 from magent2.local import worker_settings
 from magent2.settings import ConfigError, WorkerSettings, load
 from magent2.tools.registry import build_toolset, selected_tools, terminal_policy
-from magent2.worker.build import build_runner, build_worker
+from tests.scripted_model import scripted_settings as settings
+from tests.scripted_model import scripted_worker
 from tests.support import send_envelope, wait_for_outputs, workers_running
-
-SCRIPTED = {"AGENT_MODEL_FACTORY": "tests.scripted_model:command_model", "AGENT_SESSION_PATH": ":memory:"}
-
-
-def settings(**env: Any) -> WorkerSettings:
-    return WorkerSettings(**{**SCRIPTED, **env})
 
 
 def tool_names(toolset: Any) -> list[str]:
@@ -106,8 +101,7 @@ def test_local_mode_maps_the_agent_spec_onto_tool_settings() -> None:
 
 async def test_oversize_input_is_rejected_by_the_guardrail() -> None:
     bus = InMemoryBus()
-    config = settings(AGENT_MAX_INPUT_CHARS="20")
-    worker = build_worker(config, bus, build_runner(config, bus))
+    worker = scripted_worker(bus, AGENT_MAX_INPUT_CHARS="20")
     async with workers_running(worker):
         await send_envelope(bus, "short")
         await send_envelope(bus, "x" * 21)
@@ -123,8 +117,7 @@ async def test_oversize_input_is_rejected_by_the_guardrail() -> None:
 
 async def test_max_turns_comes_from_settings() -> None:
     bus = InMemoryBus()
-    config = settings(AGENT_MAX_TURNS="1")
-    worker = build_worker(config, bus, build_runner(config, bus))
+    worker = scripted_worker(bus, AGENT_MAX_TURNS="1")
     async with workers_running(worker):
         await send_envelope(bus, "call todo_list {}")
         events = await wait_for_outputs(bus, "c1", 1)
