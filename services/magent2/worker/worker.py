@@ -133,9 +133,10 @@ class Worker:
         """Adopt messages whose consumer died. Runs even when every slot is taken by messages
         waiting for their turn: the message they wait for may be one of these."""
         interval = max(self.visibility_ms / 2000, 0.05)
+        prune_every_s = self.forget_consumers_after_ms / 1000 / 10  # ten looks per forgetting period
         last_prune = 0.0
         while not self.stopping:
-            if time.monotonic() - last_prune > self.forget_consumers_after_ms / 10_000:
+            if time.monotonic() - last_prune > prune_every_s:
                 last_prune = time.monotonic()
                 await self._forget_gone_consumers()
             try:
