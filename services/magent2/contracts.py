@@ -50,6 +50,22 @@ class MessageEnvelope(_Wire):
         return self.recipient.removeprefix("agent:")
 
 
+class DeadLetter(_Wire):
+    """An entry of `dlq:{agent}`: an inbox message that could not be run, and why."""
+
+    message_id: str  # its id in the inbox stream
+    agent: str
+    reason: str
+    payload: str  # the inbox entry as it was (normally a MessageEnvelope in JSON)
+    dead_at: datetime = Field(default_factory=utc_now)
+
+    def envelope(self) -> MessageEnvelope | None:
+        try:
+            return MessageEnvelope.model_validate_json(self.payload)
+        except ValueError:
+            return None
+
+
 # --- stream events ---------------------------------------------------------------------------
 
 

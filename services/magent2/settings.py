@@ -37,6 +37,11 @@ class BusSettings(_Env):
     bus_prefix: str = Field(default="", alias="BUS_PREFIX", pattern=r"^[A-Za-z0-9:._-]*$")
     events_ttl_seconds: int = Field(default=7 * 86_400, alias="EVENTS_TTL_SECONDS", ge=60)
     stream_maxlen: int = Field(default=100_000, alias="STREAM_MAXLEN", ge=100)
+    # Every Redis reply must arrive within this; blocking reads are kept a second shorter.
+    redis_socket_timeout_seconds: float = Field(
+        default=10, alias="REDIS_SOCKET_TIMEOUT_SECONDS", ge=2, le=300
+    )
+    redis_max_connections: int = Field(default=64, alias="REDIS_MAX_CONNECTIONS", ge=4, le=10_000)
 
     @field_validator("redis_url")
     @classmethod
@@ -65,6 +70,7 @@ class WorkerSettings(BusSettings):
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
+    max_deliveries: int = Field(default=5, alias="WORKER_MAX_DELIVERIES", ge=1, le=1000)
     health_port: int | None = Field(default=None, alias="WORKER_HEALTH_PORT", ge=1, le=65535)
     echo_token_delay_seconds: float = Field(default=0.0, alias="ECHO_TOKEN_DELAY_SECONDS", ge=0, le=60)
     max_input_chars: int = Field(default=32_000, alias="AGENT_MAX_INPUT_CHARS", ge=1)
@@ -130,6 +136,9 @@ class GatewaySettings(BusSettings):
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
     heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
+    # Answer 202 only once Redis has fsynced the message to its AOF (WAITAOF, Redis >= 7.2).
+    durable_ack: bool = Field(default=False, alias="GATEWAY_DURABLE_ACK")
+    durable_ack_timeout_ms: int = Field(default=1000, alias="GATEWAY_DURABLE_ACK_TIMEOUT_MS", ge=1)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -118,8 +118,23 @@ async def test_touch_renews_the_lease(bus: Bus) -> None:
     await bus.publish(S, "1")
     [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
     await asyncio.sleep(0.08)
-    await bus.touch(S, G, "a", [message.id])
+    assert await bus.touch(S, G, "a", [message.id]) == []
     assert await bus.reclaim(S, G, "b", min_idle_ms=60, count=10) == []
+
+
+async def test_touch_never_takes_an_entry_back_from_its_new_holder(bus: Bus) -> None:
+    await bus.ensure_group(S, G)
+    await bus.publish_many(S, ["1", "2"])
+    first, second = await bus.consume(S, G, "frozen", count=2, block_ms=50)
+    await asyncio.sleep(0.06)
+    [taken] = await bus.reclaim(S, G, "rescuer", min_idle_ms=50, count=1)
+    assert taken.id == first.id
+    # the frozen consumer wakes and renews: it learns it lost `first`, keeps `second`
+    assert await bus.touch(S, G, "frozen", [first.id, second.id]) == [first.id]
+    assert await bus.admit(S, G, "frozen", first.id, order_key="c", token="t1", max_deliveries=5) == "lost"
+    assert await bus.admit(S, G, "rescuer", first.id, order_key="c", token="t1", max_deliveries=5) == "run"
+    await bus.release(S, G, "frozen", [first.id], idle_ms=60_000)  # not its own: ignored
+    assert await bus.reclaim(S, G, "third", min_idle_ms=30_000, count=10) == []
 
 
 async def test_release_makes_entries_reclaimable_now(bus: Bus) -> None:
@@ -130,17 +145,78 @@ async def test_release_makes_entries_reclaimable_now(bus: Bus) -> None:
     assert [m.id for m in await bus.reclaim(S, G, "b", min_idle_ms=30_000, count=10)] == [message.id]
 
 
-async def test_complete_acks_and_remembers(bus: Bus) -> None:
+async def _consume_one(
+    bus: Bus, payload: str = "1", consumer: str = "a", order_key: str | None = None
+) -> str:
     await bus.ensure_group(S, G)
-    await bus.publish(S, "1")
-    [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
-    assert await bus.admit(S, "conv", message.id, "env-1") == "run"
+    published = await bus.publish(S, payload, order_key=order_key)
+    [message] = await bus.consume(S, G, consumer, count=1, block_ms=50)
+    assert message.id == published
+    return message.id
+
+
+async def _admit(
+    bus: Bus, message_id: str, token: str, *, order_key: str = "conv", consumer: str = "a"
+) -> str:
+    return await bus.admit(S, G, consumer, message_id, order_key=order_key, token=token, max_deliveries=5)
+
+
+async def test_complete_acks_and_remembers(bus: Bus) -> None:
+    message_id = await _consume_one(bus)
+    assert await _admit(bus, message_id, "env-1") == "run"
     events = Publication("stream:events", ["last", "events"], ttl_s=60)
-    await bus.complete(S, G, message.id, done_token="env-1", publish=events)
-    assert await bus.admit(S, "conv", message.id, "env-1") == "done"
+    assert await bus.complete(S, G, "a", message_id, done_token="env-1", publish=[events]) == "ok"
     assert [m.payload for m in await bus.read("stream:events")] == ["last", "events"]
     await asyncio.sleep(0.05)
     assert await bus.reclaim(S, G, "b", min_idle_ms=0, count=10) == []
+    # the same envelope again (a resent message): admitted as done, completing publishes nothing
+    again = await _consume_one(bus)
+    assert await _admit(bus, again, "env-1") == "done"
+    assert await bus.complete(S, G, "a", again, done_token="env-1", publish=[events]) == "duplicate"
+    assert len(await bus.read("stream:events")) == 2
+
+
+async def test_completion_is_fenced_against_stale_holders_and_retries(bus: Bus) -> None:
+    message_id = await _consume_one(bus)
+    await asyncio.sleep(0.06)
+    [taken] = await bus.reclaim(S, G, "b", min_idle_ms=50, count=1)
+    events = Publication("stream:events", ["from a"])
+    # "a" froze past its lease: its completion publishes nothing and acks nothing
+    assert await bus.complete(S, G, "a", message_id, done_token="env", publish=[events]) == "lost"
+    assert await bus.read("stream:events") == []
+    assert (
+        await bus.complete(
+            S, G, "b", taken.id, done_token="env", publish=[Publication("stream:events", ["from b"])]
+        )
+        == "ok"
+    )
+    # a retried completion (its first reply was lost) finds the entry acked: nothing again
+    assert await bus.complete(S, G, "b", taken.id, done_token="env", publish=[events]) == "lost"
+    assert [m.payload for m in await bus.read("stream:events")] == ["from b"]
+
+
+async def test_completion_publishes_to_several_streams_at_once(bus: Bus) -> None:
+    message_id = await _consume_one(bus)
+    pubs = [
+        Publication("stream:one", ["1a", "1b"], ttl_s=60),
+        Publication("stream:two", ["2a"]),
+        Publication("stream:three", []),
+    ]
+    assert await bus.complete(S, G, "a", message_id, publish=pubs) == "ok"
+    assert [m.payload for m in await bus.read("stream:one")] == ["1a", "1b"]
+    assert [m.payload for m in await bus.read("stream:two")] == ["2a"]
+
+
+async def test_deliveries_are_counted_and_too_many_make_an_entry_dead(bus: Bus) -> None:
+    message_id = await _consume_one(bus, consumer="c0")
+    for n in range(1, 4):
+        await asyncio.sleep(0.03)
+        [again] = await bus.reclaim(S, G, f"c{n}", min_idle_ms=20, count=1)
+        assert again.id == message_id
+    # delivered 4 times now; renewals and hand-backs do not count
+    assert await bus.touch(S, G, "c3", [message_id]) == []
+    assert await bus.admit(S, G, "c3", message_id, order_key="conv", token="t", max_deliveries=4) == "run"
+    assert await bus.admit(S, G, "c3", message_id, order_key="conv", token="t", max_deliveries=3) == "dead"
 
 
 async def test_order_key_gives_turns_in_arrival_order(bus: Bus) -> None:
@@ -148,23 +224,35 @@ async def test_order_key_gives_turns_in_arrival_order(bus: Bus) -> None:
     first = await bus.publish(S, "1", order_key="conv")
     second = await bus.publish(S, "2", order_key="conv")
     other = await bus.publish(S, "3", order_key="other")
-    assert await bus.admit(S, "conv", first, "t1") == "run"
-    assert await bus.admit(S, "conv", second, "t2") == "wait"
-    assert await bus.admit(S, "other", other, "t3") == "run"
-    await bus.complete(S, G, first, order_key="conv")
-    assert await bus.admit(S, "conv", second, "t2") == "run"
-    await bus.complete(S, G, second, order_key="conv")
-    unordered = await bus.publish(S, "4")
-    assert await bus.admit(S, "conv", unordered, "t4") == "run"
+    assert len(await bus.consume(S, G, "a", count=3, block_ms=50)) == 3
+    assert await _admit(bus, first, "t1") == "run"
+    assert await _admit(bus, second, "t2") == "wait"
+    assert await _admit(bus, other, "t3", order_key="other") == "run"
+    await bus.complete(S, G, "a", first, order_key="conv")
+    assert await _admit(bus, second, "t2") == "run"
+    await bus.complete(S, G, "a", second, order_key="conv")
+    unordered = await _consume_one(bus, "4")
+    assert await _admit(bus, unordered, "t4") == "run"
 
 
 async def test_trimmed_head_does_not_block_the_order(bus: Bus) -> None:
     bus.maxlen = 2  # type: ignore[attr-defined]
+    await bus.ensure_group(S, G)
     lost = await bus.publish(S, "lost", order_key="conv")
     await bus.publish_many(S, ["x"] * 300)  # MAXLEN trims `lost` away (Redis trims approximately)
     later = await bus.publish(S, "later", order_key="conv")
     assert [m for m in await bus.read(S, START, count=1000) if m.id == lost] == []
-    assert await bus.admit(S, "conv", later, "t") == "run"
+    await bus.consume(S, G, "a", count=1000, block_ms=50)
+    assert await _admit(bus, later, "t") == "run"
+
+
+async def test_length_and_delete(bus: Bus) -> None:
+    ids = await bus.publish_many(S, ["a", "b", "c"])
+    assert await bus.length(S) == 3
+    assert await bus.delete(S, [ids[0], ids[2], "1-1"]) == 2
+    assert [m.payload for m in await bus.read(S)] == ["b"]
+    assert await bus.length("stream:none") == 0
+    assert await bus.delete("stream:none", ["1-1"]) == 0
 
 
 async def test_ping(bus: Bus) -> None:
@@ -179,8 +267,19 @@ async def test_publish_after_announces_then_enqueues_in_order(bus: Bus) -> None:
     assert [m.payload for m in await bus.read("stream:conv")] == ["announce"]
     [message] = await bus.consume(S, G, "a", count=1, block_ms=50)
     assert (message.id, message.payload) == (queued, "message")
-    assert await bus.admit(S, "conv", queued, "t") == "run"
+    assert await _admit(bus, queued, "t") == "run"
     assert announced
+
+
+async def test_publish_after_with_a_token_publishes_once(bus: Bus) -> None:
+    first = Publication("stream:conv", ["announce"], ttl_s=60)
+    once = await bus.publish_after(first, S, "message", order_key="conv", token="env-1")
+    again = await bus.publish_after(first, S, "message", order_key="conv", token="env-1")
+    assert again == once
+    assert len(await bus.read("stream:conv")) == 1
+    assert len(await bus.read(S)) == 1
+    other = await bus.publish_after(first, S, "message", order_key="conv", token="env-2")
+    assert other != once and len(await bus.read(S)) == 2
 
 
 async def test_prune_forgets_only_idle_consumers_that_hold_nothing(bus: Bus) -> None:
@@ -188,7 +287,7 @@ async def test_prune_forgets_only_idle_consumers_that_hold_nothing(bus: Bus) -> 
     await bus.publish_many(S, ["1", "2"])
     await bus.consume(S, G, "holder", count=1, block_ms=50)
     [done] = await bus.consume(S, G, "idle", count=1, block_ms=50)
-    await bus.complete(S, G, done.id)
+    await bus.complete(S, G, "idle", done.id)
     assert await bus.prune_consumers(S, G, idle_ms=60_000) == []
     await asyncio.sleep(0.06)
     assert await bus.prune_consumers(S, G, idle_ms=50) == ["idle"]  # "holder" still has a message

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from magent2.bus import Bus, BusUnavailable, Keys
-from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
+from magent2.contracts import DeadLetter, MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
 from magent2.worker import GROUP, EchoRunner, RunFailed, Worker
-from tests.support import conversation_events, send_envelope, wait_for_outputs, workers_running
+from tests.support import conversation_events, eventually, send_envelope, wait_for_outputs, workers_running
 
 
 class SlowRunner:
@@ -189,14 +189,123 @@ async def test_model_failures_become_error_events(
         assert final.message and final.message_id
 
 
-async def test_malformed_inbox_entry_is_dropped_not_fatal(bus: Bus) -> None:
+async def test_malformed_inbox_entry_goes_to_the_dead_letters_not_fatal(bus: Bus) -> None:
     inbox = Keys().inbox("DevAgent")
-    await bus.publish(inbox, "{not json")
+    garbage = await bus.publish(inbox, "{not json")
     worker = Worker(bus, EchoRunner(), agent_name="DevAgent")
     async with workers_running(worker):
         await send_envelope(bus, "after garbage")
         events = await wait_for_outputs(bus, "c1", 1)
+        await eventually(lambda: worker.metrics.dead_lettered._value.get() == 1, what="dead letter")
     assert outputs(events) == ["echo: after garbage"]
+    [letter] = [
+        DeadLetter.model_validate_json(m.payload) for m in await bus.read(Keys().dead_letters("DevAgent"))
+    ]
+    assert (letter.message_id, letter.payload, letter.agent) == (garbage, "{not json", "DevAgent")
+    assert letter.reason.startswith("malformed envelope") and letter.envelope() is None
+
+
+async def test_a_message_delivered_too_often_goes_to_the_dead_letters(bus: Bus) -> None:
+    """A poison message (it kills every worker that runs it) is redelivered at most
+    max_deliveries times; then it is dead-lettered and its conversation told, and the
+    conversation's next message runs."""
+    inbox = Keys().inbox("DevAgent")
+    await bus.ensure_group(inbox, GROUP)
+    poison = await send_envelope(bus, "poison")
+    await bus.consume(inbox, GROUP, "crashed-0", count=1, block_ms=100)
+    for n in range(1, 3):  # two more workers took it and died
+        await asyncio.sleep(0.03)
+        assert len(await bus.reclaim(inbox, GROUP, f"crashed-{n}", min_idle_ms=20, count=1)) == 1
+    await send_envelope(bus, "next")
+    worker = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.05, max_deliveries=3)
+    async with workers_running(worker):
+        events = await wait_for_outputs(bus, "c1", 2)  # delivery 4 > 3: dead
+    final = [e for e in events if e.event in ("output", "error")]
+    assert [e.event for e in final] == ["error", "output"]
+    assert final[0].message_id == poison.id and "dead-letter" in final[0].message
+    assert outputs(events) == ["echo: next"]
+    [letter] = [
+        DeadLetter.model_validate_json(m.payload) for m in await bus.read(Keys().dead_letters("DevAgent"))
+    ]
+    assert letter.envelope() == poison and "more than 3 times" in letter.reason
+
+
+class FrozenLeases:
+    """Failure injection: a worker whose lease renewals and reclaims stall (a frozen process)
+    while its run goes on, until `thawed`."""
+
+    def __init__(self, inner: Bus) -> None:
+        self.inner = inner
+        self.thawed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def touch(self, *args: Any, **kwargs: Any) -> list[str]:
+        await self.thawed.wait()
+        lost: list[str] = await self.inner.touch(*args, **kwargs)
+        return lost
+
+    async def reclaim(self, *args: Any, **kwargs: Any) -> list[Any]:
+        await self.thawed.wait()
+        claimed: list[Any] = await self.inner.reclaim(*args, **kwargs)
+        return claimed
+
+
+async def test_a_stale_worker_never_publishes_a_second_outcome(bus: Bus) -> None:
+    gate = asyncio.Event()
+
+    class GatedRunner(SlowRunner):
+        async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+            self.started.set()
+            await gate.wait()
+            yield OutputEvent(conversation_id=envelope.conversation_id, text="stale", message_id=envelope.id)
+
+    stale_bus: Any = FrozenLeases(bus)
+    stale_runner = GatedRunner()
+    stale = Worker(stale_bus, stale_runner, agent_name="DevAgent", visibility_timeout_s=0.1)
+    rescuer = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.1)
+    async with workers_running(stale):
+        await send_envelope(bus, "once")
+        await asyncio.wait_for(stale_runner.started.wait(), 5)
+        async with workers_running(rescuer):  # the stale lease lapses; the rescuer re-runs it
+            await wait_for_outputs(bus, "c1", 1)
+        gate.set()  # the stale run finishes after all: its completion is fenced out
+        await eventually(lambda: stale.metrics.completions.labels("lost")._value.get() == 1, what="fenced")
+        stale_bus.thawed.set()
+        await asyncio.sleep(0.2)
+    assert outputs(await conversation_events(bus, "c1")) == ["echo: once"]
+
+
+async def test_a_worker_that_lost_its_lease_stops_the_run(bus: Bus) -> None:
+    never = SlowRunner(delay=30)
+    stale_bus: Any = FrozenLeases(bus)
+    stale = Worker(stale_bus, never, agent_name="DevAgent", visibility_timeout_s=0.1)
+    rescuer = Worker(bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.1)
+    async with workers_running(stale):
+        await send_envelope(bus, "taken over")
+        await asyncio.wait_for(never.started.wait(), 5)
+        async with workers_running(rescuer):
+            await wait_for_outputs(bus, "c1", 1)
+        stale_bus.thawed.set()  # renewal finds the lease gone and cancels the run
+        await eventually(lambda: never.active["c1"] == 0, what="stale run cancelled")
+    assert outputs(await conversation_events(bus, "c1")) == ["echo: taken over"]
+
+
+async def test_stopping_hands_back_messages_it_never_started_at_once(bus: Bus) -> None:
+    slow = SlowRunner(delay=0.8)
+    first = Worker(bus, slow, agent_name="DevAgent", visibility_timeout_s=30, concurrency=1)
+    leaving = Worker(bus, slow, agent_name="DevAgent", visibility_timeout_s=30, shutdown_grace_s=60)
+    async with workers_running(first):
+        await send_envelope(bus, "m1")
+        await asyncio.wait_for(slow.started.wait(), 5)
+        task = asyncio.create_task(leaving.run())
+        await send_envelope(bus, "m2")  # `leaving` takes it and waits for m1 (runs on `first`)
+        await eventually(lambda: leaving._held, what="m2 held by the leaving worker")
+        leaving.stop()
+        await asyncio.wait_for(task, 2)  # did not sit out the 60 s grace holding m2
+        events = await wait_for_outputs(bus, "c1", 2)
+    assert outputs(events) == ["done m1", "done m2"]
 
 
 class OutageBus:
@@ -239,7 +348,7 @@ async def test_consumers_of_gone_workers_are_forgotten(bus: Bus) -> None:
     await bus.ensure_group(inbox, GROUP)
     await send_envelope(bus, "handled by a worker that then went away")
     [message] = await bus.consume(inbox, GROUP, "gone-worker", count=1, block_ms=100)
-    await bus.complete(inbox, GROUP, message.id)
+    await bus.complete(inbox, GROUP, "gone-worker", message.id)
     worker = Worker(
         bus, EchoRunner(), agent_name="DevAgent", visibility_timeout_s=0.2, forget_consumers_after_s=0.2
     )

@@ -16,7 +16,14 @@ LATEST = "$"  # read only entries added after the call
 
 
 class BusUnavailable(RuntimeError):
-    """The backing store cannot be reached; the operation may be retried."""
+    """The backing store cannot be reached; the operation may be retried.
+
+    `outcome_unknown` is False only when the request certainly never reached the store (the
+    connection could not be made); otherwise a write may or may not have been applied."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = True) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +47,20 @@ class Keys:
     def control(self, agent: str) -> str:
         return f"{self.prefix}control:{agent}"
 
+    def dead_letters(self, agent: str) -> str:
+        return f"{self.prefix}dlq:{agent}"
+
     @property
     def inbox_prefix(self) -> str:
         return f"{self.prefix}chat:"
 
 
-Admission = Literal["run", "wait", "done"]
+# run: start it now; wait: an earlier message of its conversation is unfinished; done: it ran
+# before (a duplicate); lost: this consumer no longer holds it; dead: delivered too often.
+Admission = Literal["run", "wait", "done", "lost", "dead"]
+# ok: published and acked; duplicate: acked, nothing published (it was done before);
+# lost: nothing at all (another consumer holds it now, or it was acked already).
+Completion = Literal["ok", "duplicate", "lost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +97,20 @@ class Bus(ABC):
 
     @abstractmethod
     async def publish_after(
-        self, first: Publication, stream: str, payload: str, *, order_key: str
+        self,
+        first: Publication,
+        stream: str,
+        payload: str,
+        *,
+        order_key: str,
+        token: str | None = None,
+        token_ttl_s: int = 86_400,
     ) -> tuple[list[str], str]:
         """Atomically append `first`'s entries, then one entry to `stream` ordered under
         `order_key`; return both ids. The gateway announces a message and enqueues it this way,
-        so the announcement is never published without the message, nor after its replies."""
+        so the announcement is never published without the message, nor after its replies.
+        With `token`, a second call with the same token (within `token_ttl_s`) publishes nothing
+        and returns the first call's ids: retrying an acceptance is safe."""
 
     @abstractmethod
     async def read(
@@ -98,6 +122,14 @@ class Bus(ABC):
     @abstractmethod
     async def last_id(self, stream: str) -> str:
         """The id of the newest entry, or START for an empty or missing stream."""
+
+    @abstractmethod
+    async def length(self, stream: str) -> int:
+        """Number of entries in the stream (0 when missing)."""
+
+    @abstractmethod
+    async def delete(self, stream: str, ids: Sequence[str]) -> int:
+        """Remove entries by id; return how many existed."""
 
     @abstractmethod
     async def streams(self, prefix: str) -> list[str]:
@@ -112,23 +144,27 @@ class Bus(ABC):
     async def consume(
         self, stream: str, group: str, consumer: str, *, count: int, block_ms: int
     ) -> list[BusMessage]:
-        """New entries for this consumer; they stay pending until `complete`."""
+        """New entries for this consumer; they stay pending until `complete`. Each delivery
+        counts towards the entry's delivery count."""
 
     @abstractmethod
     async def reclaim(
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
     ) -> list[BusMessage]:
-        """Take over pending entries idle for at least `min_idle_ms` (their consumer died)."""
+        """Take over pending entries idle for at least `min_idle_ms` (their consumer died or
+        froze); each take-over counts as one more delivery."""
 
     @abstractmethod
-    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
-        """Renew the lease on pending entries this consumer still works on."""
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
+        """Renew the lease on pending entries this consumer still holds. Never takes an entry
+        from another consumer: returns the ids this consumer has lost (taken over, or acked)."""
 
     @abstractmethod
     async def release(
         self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int
     ) -> None:
-        """Hand entries back: mark them idle for `idle_ms` so another consumer reclaims them now."""
+        """Hand entries this consumer holds back: mark them idle for `idle_ms` so another
+        consumer reclaims them now. Entries held by others are left alone."""
 
     @abstractmethod
     async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
@@ -136,24 +172,41 @@ class Bus(ABC):
         return their names."""
 
     @abstractmethod
-    async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
-        """In one round trip: "done" when an entry carrying `token` was completed before
-        (de-duplication), "wait" while an earlier entry of `order_key` is unfinished, else "run"."""
+    async def admit(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        message_id: str,
+        *,
+        order_key: str,
+        token: str,
+        max_deliveries: int,
+    ) -> Admission:
+        """In one round trip, in this order: "lost" unless `consumer` holds the entry; "done"
+        when an entry carrying `token` was completed before (de-duplication); "dead" when it was
+        delivered more than `max_deliveries` times; "wait" while an earlier entry of `order_key`
+        is unfinished; else "run"."""
 
     @abstractmethod
     async def complete(
         self,
         stream: str,
         group: str,
+        consumer: str,
         message_id: str,
         *,
         order_key: str | None = None,
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
-        publish: Publication | None = None,
-    ) -> None:
-        """Atomically: append `publish` (a run's last events), ack the entry, drop it from its
-        order list and remember `done_token`. Either all of it happens or none."""
+        publish: Sequence[Publication] = (),
+    ) -> Completion:
+        """Fenced completion, atomically: when `consumer` still holds the entry and no entry
+        carrying `done_token` completed before, append `publish` (a run's last events), remember
+        `done_token`, ack the entry and drop it from its order list ("ok"). When it completed
+        before, only ack and drop ("duplicate"). When another consumer holds it, or it was acked
+        already, do nothing at all ("lost"). So a run's final events are published at most once,
+        however late a stale worker or a retried call arrives."""
 
     # -- lifecycle --
     @abstractmethod

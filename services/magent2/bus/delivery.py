@@ -8,7 +8,9 @@ from magent2.contracts import MessageEnvelope, UserMessageEvent
 
 async def deliver(bus: Bus, keys: Keys, envelope: MessageEnvelope, *, events_ttl_s: int | None) -> str:
     """Atomically publish the `user_message` event and enqueue `envelope` (ordered by its
-    conversation); return the event's cursor, after which everything about the message follows."""
+    conversation); return the event's cursor, after which everything about the message follows.
+    Idempotent per envelope id: delivering the same id again returns the first cursor and
+    publishes nothing, so a caller that does not know whether a delivery landed may retry it."""
     announcement = UserMessageEvent(
         conversation_id=envelope.conversation_id,
         message_id=envelope.id,
@@ -21,5 +23,6 @@ async def deliver(bus: Bus, keys: Keys, envelope: MessageEnvelope, *, events_ttl
         keys.inbox(envelope.agent_name),
         envelope.to_json(),
         order_key=envelope.conversation_id,
+        token=envelope.id,
     )
     return cursor

@@ -7,8 +7,18 @@ import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from magent2.bus.api import LATEST, START, Admission, Bus, BusMessage, Publication, parse_id
+from magent2.bus.api import (
+    LATEST,
+    START,
+    Admission,
+    Bus,
+    BusMessage,
+    Completion,
+    Publication,
+    parse_id,
+)
 
 _Id = tuple[int, int]
 
@@ -21,6 +31,7 @@ def _now_ms() -> int:
 class _Pending:
     consumer: str
     delivered_ms: int
+    deliveries: int = 1
 
 
 @dataclass
@@ -49,12 +60,24 @@ class _Stream:
         return None
 
 
+def _forget_expired(markers: dict[tuple[str, str], Any], now: float) -> None:
+    """Drop expired de-duplication markers once there are many, as Redis expires its keys."""
+    if len(markers) >= 10_000:
+        for key in [key for key, value in markers.items() if _expiry(value) <= now]:
+            del markers[key]
+
+
+def _expiry(value: float | tuple[float, list[str]]) -> float:
+    return value if isinstance(value, float) else value[0]
+
+
 class InMemoryBus(Bus):
     def __init__(self, *, maxlen: int = 100_000) -> None:
         self.maxlen = maxlen
         self._streams: dict[str, _Stream] = {}
         self._order: dict[tuple[str, str], list[str]] = {}
         self._done: dict[tuple[str, str], float] = {}
+        self._accepted: dict[tuple[str, str], tuple[float, list[str]]] = {}
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -89,10 +112,26 @@ class InMemoryBus(Bus):
         return message_id
 
     async def publish_after(
-        self, first: Publication, stream: str, payload: str, *, order_key: str
+        self,
+        first: Publication,
+        stream: str,
+        payload: str,
+        *,
+        order_key: str,
+        token: str | None = None,
+        token_ttl_s: int = 86_400,
     ) -> tuple[list[str], str]:
+        now = time.monotonic()
+        if token is not None:
+            seen = self._accepted.get((stream, token))
+            if seen is not None and seen[0] > now:
+                return seen[1][:-1], seen[1][-1]
         first_ids = await self.publish_many(first.stream, first.payloads)
-        return first_ids, await self.publish(stream, payload, order_key=order_key)
+        message_id = await self.publish(stream, payload, order_key=order_key)
+        if token is not None:
+            _forget_expired(self._accepted, now)
+            self._accepted[(stream, token)] = (now + token_ttl_s, [*first_ids, message_id])
+        return first_ids, message_id
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
@@ -122,6 +161,20 @@ class InMemoryBus(Bus):
     async def last_id(self, stream: str) -> str:
         last = self._streams[stream].last if stream in self._streams else (0, 0)
         return f"{last[0]}-{last[1]}"
+
+    async def length(self, stream: str) -> int:
+        return len(self._streams[stream].entries) if stream in self._streams else 0
+
+    async def delete(self, stream: str, ids: Sequence[str]) -> int:
+        target = self._streams.get(stream)
+        if target is None:
+            return 0
+        doomed = set(ids)
+        kept = [(i, m) for i, m in zip(target.ids, target.entries, strict=True) if m.id not in doomed]
+        removed = len(target.entries) - len(kept)
+        target.ids = [i for i, _ in kept]
+        target.entries = [m for _, m in kept]
+        return removed
 
     async def streams(self, prefix: str) -> list[str]:
         return sorted(name for name in self._streams if name.startswith(prefix))
@@ -173,20 +226,33 @@ class InMemoryBus(Bus):
             if message is None:  # trimmed meanwhile, as XAUTOCLAIM does
                 del pending[message_id]
                 continue
-            pending[message_id] = _Pending(consumer, now)
+            pending[message_id] = _Pending(consumer, now, pending[message_id].deliveries + 1)
             claimed.append(message)
         return claimed
 
-    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
-        await self.release(stream, group, consumer, ids, idle_ms=0)
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
+        return self._renew(stream, group, consumer, ids, idle_ms=0)
 
     async def release(
         self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int
     ) -> None:
-        pending = self._stream(stream).groups[group].pending
+        self._renew(stream, group, consumer, ids, idle_ms=idle_ms)
+
+    def _holds(self, stream: str, group: str, consumer: str, message_id: str) -> _Pending | None:
+        held = self._stream(stream).groups[group].pending.get(message_id)
+        return held if held is not None and held.consumer == consumer else None
+
+    def _renew(
+        self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int
+    ) -> list[str]:
+        lost = []
         for message_id in ids:
-            if message_id in pending:
-                pending[message_id] = _Pending(consumer, _now_ms() - idle_ms)
+            held = self._holds(stream, group, consumer, message_id)
+            if held is None:
+                lost.append(message_id)
+            else:
+                held.delivered_ms = _now_ms() - idle_ms
+        return lost
 
     async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
         state = self._stream(stream).groups.get(group)
@@ -199,10 +265,25 @@ class InMemoryBus(Bus):
             del state.seen[name]
         return gone
 
-    async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
+    async def admit(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        message_id: str,
+        *,
+        order_key: str,
+        token: str,
+        max_deliveries: int,
+    ) -> Admission:
+        held = self._holds(stream, group, consumer, message_id)
+        if held is None:
+            return "lost"
         expires = self._done.get((stream, token))
         if expires is not None and expires > time.monotonic():
             return "done"
+        if held.deliveries > max_deliveries:
+            return "dead"
         queue = self._order.get((stream, order_key), [])
         target = self._stream(stream)
         while queue and target.get(queue[0]) is None:
@@ -213,24 +294,32 @@ class InMemoryBus(Bus):
         self,
         stream: str,
         group: str,
+        consumer: str,
         message_id: str,
         *,
         order_key: str | None = None,
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
-        publish: Publication | None = None,
-    ) -> None:
-        if publish is not None and publish.payloads:
-            await self.publish_many(publish.stream, publish.payloads)
-        if done_token is not None:
-            now = time.monotonic()
-            if len(self._done) >= 10_000:  # forget expired markers, as Redis would
-                self._done = {key: until for key, until in self._done.items() if until > now}
-            self._done[(stream, done_token)] = now + done_ttl_s
+        publish: Sequence[Publication] = (),
+    ) -> Completion:
+        if self._holds(stream, group, consumer, message_id) is None:
+            return "lost"
+        now = time.monotonic()
+        verdict: Completion = "ok"
+        if done_token is not None and self._done.get((stream, done_token), 0.0) > now:
+            verdict = "duplicate"
+        else:
+            for publication in publish:
+                if publication.payloads:
+                    await self.publish_many(publication.stream, publication.payloads)
+            if done_token is not None:
+                _forget_expired(self._done, now)
+                self._done[(stream, done_token)] = now + done_ttl_s
         self._stream(stream).groups[group].pending.pop(message_id, None)
         queue = self._order.get((stream, order_key)) if order_key is not None else None
         if queue and message_id in queue:
             queue.remove(message_id)
+        return verdict
 
     async def ping(self) -> None:
         return None

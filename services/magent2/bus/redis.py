@@ -8,11 +8,21 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from magent2.bus.api import START, Admission, Bus, BusMessage, BusUnavailable, Publication
+from magent2.bus.api import (
+    START,
+    Admission,
+    Bus,
+    BusMessage,
+    BusUnavailable,
+    Completion,
+    Publication,
+)
 
 FIELD = "data"
 
@@ -23,22 +33,43 @@ redis.call('RPUSH', KEYS[2], id)
 return id
 """
 
-# KEYS: first stream, stream, order list. ARGV: maxlen, ttl ('' for none), payload, first payloads...
+# KEYS: first stream, stream, order list, accepted marker.
+# ARGV: maxlen, ttl ('' for none), payload, marker ttl ('' for no de-duplication), first payloads...
+# A second call with the same marker returns the first call's ids and publishes nothing.
 _PUBLISH_AFTER = """
+if ARGV[4] ~= '' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then return cjson.decode(seen) end
+end
 local ids = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
 end
 if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[3])
 redis.call('RPUSH', KEYS[3], id)
 ids[#ids + 1] = id
+if ARGV[4] ~= '' then redis.call('SET', KEYS[4], cjson.encode(ids), 'EX', ARGV[4]) end
 return ids
 """
 
-# KEYS: stream, order list, done key. ARGV: message id. -> 'done' | 'wait' | 'run'
-_ADMIT = """
+# Who holds entry ARGV[i] of group ARGV[1]: {id, consumer, idle ms, deliveries} or nil.
+_HOLDER = """
+local function holder(stream, group, id)
+  local found = redis.call('XPENDING', stream, group, id, id, 1)
+  return found[1]
+end
+"""
+
+# KEYS: stream, order list, done key.
+# ARGV: message id, group, consumer, max deliveries. -> 'lost' | 'done' | 'dead' | 'wait' | 'run'
+_ADMIT = (
+    _HOLDER
+    + """
+local held = holder(KEYS[1], ARGV[2], ARGV[1])
+if not held or held[2] ~= ARGV[3] then return 'lost' end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'done' end
+if tonumber(held[4]) > tonumber(ARGV[4]) then return 'dead' end
 local function earlier(a, b)
   local am, as = string.match(a, '(%d+)-(%d+)')
   local bm, bs = string.match(b, '(%d+)-(%d+)')
@@ -52,19 +83,57 @@ while true do
   redis.call('LREM', KEYS[2], 1, head) -- trimmed away before anyone ran it
 end
 """
+)
 
-# KEYS: stream, order list, done key, events stream.
-# ARGV: group, message id, done ttl ('' for none), events ttl ('' for none), maxlen, event payloads...
-_COMPLETE = """
-for i = 6, #ARGV do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[i])
+# Fenced completion. KEYS: stream, order list, done key, then one stream per publication.
+# ARGV: group, message id, consumer, done ttl ('' for no marker), maxlen,
+#       then per publication: ttl ('' for none), entry count, entries...
+# Ownership and the done marker are checked in the same script that publishes, so a stale
+# worker (frozen past its lease, or retrying through an outage) can never publish twice.
+_COMPLETE = (
+    _HOLDER
+    + """
+local held = holder(KEYS[1], ARGV[1], ARGV[2])
+if not held or held[2] ~= ARGV[3] then return 'lost' end
+local verdict = 'ok'
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  verdict = 'duplicate'
+else
+  local at = 6
+  for k = 4, #KEYS do
+    local ttl, n = ARGV[at], tonumber(ARGV[at + 1])
+    for i = at + 2, at + 1 + n do
+      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[i])
+    end
+    if ttl ~= '' and n > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+    at = at + 2 + n
+  end
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4]) end
 end
-if ARGV[4] ~= '' and #ARGV >= 6 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
-if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('LREM', KEYS[2], 1, ARGV[2])
-return 1
+return verdict
 """
+)
+
+# Renew (idle 0) or hand back (idle > 0) only entries this consumer still holds; XCLAIM alone
+# would take an entry from whoever holds it now. JUSTID leaves the delivery count alone.
+# KEYS: stream. ARGV: group, consumer, idle ms, ids... -> the ids this consumer no longer holds.
+_RENEW = (
+    _HOLDER
+    + """
+local lost = {}
+for i = 4, #ARGV do
+  local held = holder(KEYS[1], ARGV[1], ARGV[i])
+  if held and held[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+)
 
 
 def order_list_key(stream: str, order_key: str) -> str:
@@ -73,6 +142,10 @@ def order_list_key(stream: str, order_key: str) -> str:
 
 def done_key(stream: str, token: str) -> str:
     return f"{stream}:done:{token}"
+
+
+def accepted_key(stream: str, token: str) -> str:
+    return f"{stream}:accepted:{token}"
 
 
 def _glob_escape(text: str) -> str:
@@ -84,26 +157,47 @@ async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise BusUnavailable(f"redis unavailable: {exc}") from exc
+        # redis-py says "Error ... connecting to" / "Timeout connecting to" when no connection
+        # was made: then nothing was sent. Any other failure may have happened after the write.
+        never_sent = "connecting to" in str(exc)
+        raise BusUnavailable(f"redis unavailable: {exc}", outcome_unknown=not never_sent) from exc
 
 
 class RedisStreamsBus(Bus):
+    """`socket_timeout_s` bounds every reply; blocking reads are capped a second below it, so a
+    slow reply is an error and never a blind resend. The client itself never retries: a resent
+    XADD would duplicate tokens. Callers retry through `BusUnavailable`, and every write they
+    retry is idempotent (de-duplicated acceptance, fenced completion)."""
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
         *,
         maxlen: int = 100_000,
+        socket_timeout_s: float = 10.0,
+        max_connections: int = 64,
         client: aioredis.Redis | None = None,
     ) -> None:
         self.url = url
         self.maxlen = maxlen
+        self.max_block_ms = max(int((socket_timeout_s - 1) * 1000), 100)
         self.redis: aioredis.Redis = client or aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=3, health_check_interval=15
+            url,
+            decode_responses=True,
+            socket_connect_timeout=3,
+            socket_timeout=socket_timeout_s,
+            health_check_interval=15,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
         )
         self._publish_ordered = self.redis.register_script(_PUBLISH_ORDERED)
         self._publish_after = self.redis.register_script(_PUBLISH_AFTER)
         self._admit = self.redis.register_script(_ADMIT)
         self._complete = self.redis.register_script(_COMPLETE)
+        self._renew = self.redis.register_script(_RENEW)
+
+    def _block(self, block_ms: int | None) -> int | None:
+        return None if block_ms is None else min(block_ms, self.max_block_ms)
 
     # -- streams --
     async def publish(
@@ -118,13 +212,21 @@ class RedisStreamsBus(Bus):
         return (await self.publish_many(stream, [payload], ttl_s=ttl_s))[0]
 
     async def publish_after(
-        self, first: Publication, stream: str, payload: str, *, order_key: str
+        self,
+        first: Publication,
+        stream: str,
+        payload: str,
+        *,
+        order_key: str,
+        token: str | None = None,
+        token_ttl_s: int = 86_400,
     ) -> tuple[list[str], str]:
         ttl = "" if first.ttl_s is None else str(first.ttl_s)
+        keys = [first.stream, stream, order_list_key(stream, order_key), accepted_key(stream, token or "")]
+        marker_ttl = "" if token is None else str(token_ttl_s)
         async with _unavailable_on_connection_errors():
             ids = await self._publish_after(
-                keys=[first.stream, stream, order_list_key(stream, order_key)],
-                args=[self.maxlen, ttl, payload, *first.payloads],
+                keys=keys, args=[self.maxlen, ttl, payload, marker_ttl, *first.payloads]
             )
         return [str(i) for i in ids[:-1]], str(ids[-1])
 
@@ -143,13 +245,23 @@ class RedisStreamsBus(Bus):
         self, stream: str, after: str = START, *, count: int = 500, block_ms: int | None = None
     ) -> list[BusMessage]:
         async with _unavailable_on_connection_errors():
-            reply = await self.redis.xread({stream: after}, count=count, block=block_ms)
+            reply = await self.redis.xread({stream: after}, count=count, block=self._block(block_ms))
         return _messages(reply)
 
     async def last_id(self, stream: str) -> str:
         async with _unavailable_on_connection_errors():
             newest = await self.redis.xrevrange(stream, count=1)
         return str(newest[0][0]) if newest else START
+
+    async def length(self, stream: str) -> int:
+        async with _unavailable_on_connection_errors():
+            return int(await self.redis.xlen(stream))
+
+    async def delete(self, stream: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        async with _unavailable_on_connection_errors():
+            return int(await self.redis.xdel(stream, *ids))
 
     async def streams(self, prefix: str) -> list[str]:
         names: set[str] = set()
@@ -173,7 +285,7 @@ class RedisStreamsBus(Bus):
         async with _unavailable_on_connection_errors():
             try:
                 reply = await self.redis.xreadgroup(
-                    group, consumer, {stream: ">"}, count=count, block=block_ms
+                    group, consumer, {stream: ">"}, count=count, block=self._block(block_ms)
                 )
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -191,17 +303,19 @@ class RedisStreamsBus(Bus):
         # reply: [next_cursor, [(id, fields) | entries trimmed meanwhile], deleted_ids]
         return [BusMessage(str(mid), fields[FIELD]) for mid, fields in reply[1] if fields]
 
-    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
-        if ids:
-            async with _unavailable_on_connection_errors():
-                await self.redis.xclaim(stream, group, consumer, 0, list(ids), justid=True)
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
+        if not ids:
+            return []
+        async with _unavailable_on_connection_errors():
+            lost = await self._renew(keys=[stream], args=[group, consumer, 0, *ids])
+        return [str(i) for i in lost]
 
     async def release(
         self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int
     ) -> None:
         if ids:
             async with _unavailable_on_connection_errors():
-                await self.redis.xclaim(stream, group, consumer, 0, list(ids), idle=idle_ms, justid=True)
+                await self._renew(keys=[stream], args=[group, consumer, idle_ms, *ids])
 
     async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
         async with _unavailable_on_connection_errors():
@@ -214,41 +328,49 @@ class RedisStreamsBus(Bus):
                 await self.redis.xgroup_delconsumer(stream, group, name)
         return gone
 
-    async def admit(self, stream: str, order_key: str, message_id: str, token: str) -> Admission:
+    async def admit(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        message_id: str,
+        *,
+        order_key: str,
+        token: str,
+        max_deliveries: int,
+    ) -> Admission:
+        keys = [stream, order_list_key(stream, order_key), done_key(stream, token)]
         async with _unavailable_on_connection_errors():
-            verdict = await self._admit(
-                keys=[stream, order_list_key(stream, order_key), done_key(stream, token)], args=[message_id]
-            )
+            verdict = await self._admit(keys=keys, args=[message_id, group, consumer, max_deliveries])
         return cast(Admission, verdict)
 
     async def complete(
         self,
         stream: str,
         group: str,
+        consumer: str,
         message_id: str,
         *,
         order_key: str | None = None,
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
-        publish: Publication | None = None,
-    ) -> None:
-        events = publish or Publication(stream, ())
-        keys = [
-            stream,
-            order_list_key(stream, order_key or ""),
-            done_key(stream, done_token or ""),
-            events.stream,
-        ]
-        args = [
+        publish: Sequence[Publication] = (),
+    ) -> Completion:
+        keys = [stream, order_list_key(stream, order_key or ""), done_key(stream, done_token or "")]
+        args: list[str | int] = [
             group,
             message_id,
+            consumer,
             "" if done_token is None else done_ttl_s,
-            "" if events.ttl_s is None else events.ttl_s,
             self.maxlen,
-            *events.payloads,
         ]
+        for publication in publish:
+            keys.append(publication.stream)
+            args += ["" if publication.ttl_s is None else publication.ttl_s, len(publication.payloads)]
+            args += publication.payloads
         async with _unavailable_on_connection_errors():
-            await self._complete(keys=keys, args=args)
+            verdict = await self._complete(keys=keys, args=args)
+        return cast(Completion, verdict)
 
     # -- lifecycle --
     async def ping(self) -> None:

@@ -22,7 +22,12 @@ log = logging.getLogger("magent2.worker")
 
 def build_bus(settings: BusSettings) -> Bus:
     if settings.redis_url:
-        return RedisStreamsBus(settings.redis_url, maxlen=settings.stream_maxlen)
+        return RedisStreamsBus(
+            settings.redis_url,
+            maxlen=settings.stream_maxlen,
+            socket_timeout_s=settings.redis_socket_timeout_seconds,
+            max_connections=settings.redis_max_connections,
+        )
     return InMemoryBus(maxlen=settings.stream_maxlen)
 
 
@@ -92,5 +97,6 @@ def build_worker(settings: WorkerSettings, bus: Bus, runner: Runner) -> Worker:
         visibility_timeout_s=settings.visibility_timeout_seconds,
         shutdown_grace_s=settings.shutdown_grace_seconds,
         max_attempts=settings.max_attempts,
+        max_deliveries=settings.max_deliveries,
         events_ttl_s=settings.events_ttl_seconds,
     )

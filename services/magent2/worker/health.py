@@ -1,11 +1,13 @@
-"""A tiny HTTP health endpoint for worker pods: /livez (the consume loop is turning) and /readyz
-(it is, and the bus answers). Plain asyncio: a worker needs no web framework."""
+"""A tiny HTTP endpoint for worker pods: /livez (the consume loop is turning), /readyz (it is, and
+the bus answers) and /metrics (Prometheus). Plain asyncio: a worker needs no web framework."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from magent2.bus import Bus, BusUnavailable
 from magent2.worker.worker import Worker
@@ -25,6 +27,8 @@ class HealthServer:
             await self._server.wait_closed()
 
     async def _status(self, path: str) -> tuple[int, str]:
+        if path == "/metrics":
+            return 200, generate_latest(self.worker.metrics.registry).decode()
         if path not in ("/livez", "/readyz"):
             return 404, "not found"
         if time.monotonic() - self.worker.last_beat > self.stale_after_s:
@@ -44,8 +48,9 @@ class HealthServer:
             parts = request.decode("latin-1").split()
             code, text = await self._status(parts[1] if len(parts) > 1 else "/")
             body = text.encode()
+            kind = CONTENT_TYPE_LATEST if parts[1:2] == ["/metrics"] else "text/plain"
             writer.write(
-                f"HTTP/1.1 {code} {'OK' if code == 200 else 'Error'}\r\nContent-Type: text/plain\r\n"
+                f"HTTP/1.1 {code} {'OK' if code == 200 else 'Error'}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )

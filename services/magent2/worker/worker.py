@@ -1,5 +1,6 @@
 """The consume loop: inbox -> runner -> conversation event stream, with the delivery guarantees
-of DESIGN.md (per-conversation order across replicas, de-duplication, leases, reclaim)."""
+of DESIGN.md (per-conversation order across replicas, de-duplication, leases, reclaim, fenced
+completion, dead letters)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from pydantic import ValidationError
 
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
 from magent2.bus.api import parse_id
-from magent2.contracts import ErrorEvent, MessageEnvelope, RunStartedEvent
+from magent2.contracts import DeadLetter, ErrorEvent, MessageEnvelope, RunStartedEvent
 from magent2.worker.events import EventSink
+from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import RunFailed, Runner
 
 log = logging.getLogger("magent2.worker")
@@ -62,25 +64,32 @@ class Worker:
         visibility_timeout_s: float = 30,
         shutdown_grace_s: float = 20,
         max_attempts: int = 3,
+        max_deliveries: int = 5,
         events_ttl_s: int | None = None,
         consumer: str | None = None,
         retry_backoff_s: float = 0.5,
         forget_consumers_after_s: float = 3600,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.bus, self.runner, self.agent_name = bus, runner, agent_name
         self.keys = keys or Keys()
         self.inbox = self.keys.inbox(agent_name)
+        self.dead_letters = self.keys.dead_letters(agent_name)
+        self.metrics = metrics or WorkerMetrics()
         self.consumer = consumer or consumer_name()
         self.concurrency = concurrency
         self.visibility_ms = int(visibility_timeout_s * 1000)
         self.shutdown_grace_s = shutdown_grace_s
         self.max_attempts = max_attempts
+        self.max_deliveries = max_deliveries
         self.events_ttl_s = events_ttl_s
         self.retry_backoff_s = retry_backoff_s
         self.forget_consumers_after_ms = int(forget_consumers_after_s * 1000)
         self._running = asyncio.Semaphore(concurrency)
         self._lanes: dict[str, _Lane] = {}
         self._held: set[str] = set()  # message ids this worker holds (queued or running)
+        self._runs: dict[str, asyncio.Task[None]] = {}  # message id -> its run, while it runs
+        self._lost: set[str] = set()  # running messages another consumer took over
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._chores: set[asyncio.Task[None]] = set()  # fire-and-forget acks, kept referenced
@@ -132,13 +141,16 @@ class Worker:
     async def _reclaim_forever(self) -> None:
         """Adopt messages whose consumer died. Runs even when every slot is taken by messages
         waiting for their turn: the message they wait for may be one of these."""
-        interval = max(self.visibility_ms / 2000, 0.05)
+        # Often enough that messages handed back by a stopping worker are picked up within a second.
+        interval = min(max(self.visibility_ms / 2000, 0.05), 1.0)
         prune_every_s = self.forget_consumers_after_ms / 1000 / 10  # ten looks per forgetting period
         last_prune = 0.0
         while not self.stopping:
             if time.monotonic() - last_prune > prune_every_s:
                 last_prune = time.monotonic()
                 await self._forget_gone_consumers()
+            with contextlib.suppress(BusUnavailable):
+                self.metrics.dead_letters.set(await self.bus.length(self.dead_letters))
             try:
                 claimed = await self.bus.reclaim(
                     self.inbox, GROUP, self.consumer, min_idle_ms=self.visibility_ms, count=self.concurrency
@@ -164,16 +176,26 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(BusUnavailable):
-                await self.bus.touch(self.inbox, GROUP, self.consumer, sorted(self._held))
+                lost = await self.bus.touch(self.inbox, GROUP, self.consumer, sorted(self._held))
+                self._give_up(lost)
+
+    def _give_up(self, lost: list[str]) -> None:
+        """Another consumer took these over (this worker froze or lost Redis past its lease):
+        stop their runs. Queued ones are dropped when admission finds them lost."""
+        for message_id in lost:
+            run = self._runs.get(message_id)
+            if run is not None and message_id not in self._lost:
+                log.warning("lease on %s lost to another worker; stopping its run here", message_id)
+                self._lost.add(message_id)
+                run.cancel()
 
     def _accept(self, message: BusMessage) -> None:
         try:
             envelope = MessageEnvelope.model_validate_json(message.payload)
         except ValidationError as exc:
-            log.error("dropping malformed message %s: %s", message.id, exc)
-            chore = asyncio.create_task(
-                self._retrying(partial(self.bus.complete, self.inbox, GROUP, message.id))
-            )
+            log.error("malformed message %s goes to %s: %s", message.id, self.dead_letters, exc)
+            reason = f"malformed envelope: {exc.error_count()} validation error(s)"
+            chore = asyncio.create_task(self._dead_letter(message, None, reason))
             self._chores.add(chore)
             chore.add_done_callback(self._chores.discard)
             return
@@ -192,10 +214,19 @@ class Worker:
     async def _run_lane(self, conversation_id: str, lane: _Lane) -> None:
         backoff = 0.005
         try:
-            while lane.heap:
+            while lane.heap and not self.stopping:
                 head = lane.heap[0]
                 admission = await self._retrying(
-                    partial(self.bus.admit, self.inbox, conversation_id, head.message.id, head.envelope.id)
+                    partial(
+                        self.bus.admit,
+                        self.inbox,
+                        GROUP,
+                        self.consumer,
+                        head.message.id,
+                        order_key=conversation_id,
+                        token=head.envelope.id,
+                        max_deliveries=self.max_deliveries,
+                    )
                 )
                 if admission == "wait":
                     # An earlier message of this conversation runs elsewhere (or must be reclaimed).
@@ -206,32 +237,62 @@ class Worker:
                     continue
                 backoff = 0.005
                 heapq.heappop(lane.heap)
-                if admission == "done":
+                if admission == "lost":
+                    log.info("message %s is held by another worker now; skipping it", head.message.id)
+                elif admission == "done":
                     log.info("message %s already done; acknowledging the duplicate", head.envelope.id)
                     await self._complete(head.message, head.envelope, done=False)
-                else:
-                    async with self._running:
+                elif admission == "dead":
+                    reason = f"delivered more than {self.max_deliveries} times without finishing"
+                    log.error("message %s %s: moving it to %s", head.envelope.id, reason, self.dead_letters)
+                    await self._dead_letter(head.message, head.envelope, reason)
+                elif await self._slot():
+                    try:
                         await self._process(head.message, head.envelope)
+                    finally:
+                        self._running.release()
+                else:  # stopping while waiting for a slot: this one never started
+                    heapq.heappush(lane.heap, head)
+                    break
                 self._held.discard(head.message.id)
                 self._room.set()
         finally:
             lane.task = None
-            if lane.heap:  # cancelled at shutdown: hand the rest back
+            if lane.heap:  # stopping, or cancelled: hand back what never started
                 await self._hand_back([queued.message.id for queued in lane.heap])
+                lane.heap.clear()
             if self._lanes.get(conversation_id) is lane:
                 del self._lanes[conversation_id]
+
+    async def _slot(self) -> bool:
+        """Take a run slot; False if the worker starts stopping before one is free."""
+        if not self._running.locked():
+            await self._running.acquire()
+            return True
+        slot = asyncio.ensure_future(self._running.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([slot, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if slot.done() and not slot.cancelled():
+            if not self.stopping:
+                return True
+            self._running.release()
+        slot.cancel()
+        return False
 
     async def _process(self, message: BusMessage, envelope: MessageEnvelope) -> None:
         conversation = envelope.conversation_id
         sink = EventSink(self.bus, self.keys.events(conversation), ttl_s=self.events_ttl_s)
+        sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
+        run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
         try:
-            sink.put(
-                RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name)
-            )
-            await self._run_with_retries(envelope, sink)
+            await run
             last_events = await sink.drain()
         except asyncio.CancelledError:
             sink.abort()
+            current = asyncio.current_task()
+            if message.id in self._lost and not (current and current.cancelling()):
+                return  # taken over: the new holder publishes the outcome
             await self._hand_back([message.id])
             raise
         except BusUnavailable as exc:
@@ -239,8 +300,11 @@ class Worker:
             sink.abort()
             log.error("message %s: events not published (%s); it will be retried", envelope.id, exc)
             return
+        finally:
+            del self._runs[message.id]
+            self._lost.discard(message.id)
         await self._complete(
-            message, envelope, done=True, publish=Publication(sink.stream, last_events, sink.ttl_s)
+            message, envelope, done=True, publish=[Publication(sink.stream, last_events, sink.ttl_s)]
         )
 
     async def _run_with_retries(self, envelope: MessageEnvelope, sink: EventSink) -> None:
@@ -277,22 +341,43 @@ class Worker:
     async def _complete(
         self,
         message: BusMessage,
-        envelope: MessageEnvelope,
+        envelope: MessageEnvelope | None,
         *,
         done: bool,
-        publish: Publication | None = None,
+        publish: list[Publication] | None = None,
     ) -> None:
-        await self._retrying(
+        verdict = await self._retrying(
             partial(
                 self.bus.complete,
                 self.inbox,
                 GROUP,
+                self.consumer,
                 message.id,
-                order_key=envelope.conversation_id,
-                done_token=envelope.id if done else None,
-                publish=publish,
+                order_key=envelope.conversation_id if envelope else None,
+                done_token=envelope.id if envelope and done else None,
+                publish=publish or (),
             )
         )
+        self.metrics.completions.labels(verdict).inc()
+        if verdict == "lost":
+            log.warning(
+                "message %s was taken over by another worker; this run's outcome is discarded", message.id
+            )
+
+    async def _dead_letter(self, message: BusMessage, envelope: MessageEnvelope | None, reason: str) -> None:
+        """Move a message out of the inbox into the dead-letter stream, telling its conversation."""
+        letter = DeadLetter(
+            message_id=message.id, agent=self.agent_name, reason=reason, payload=message.payload
+        )
+        publish = [Publication(self.dead_letters, [letter.to_json()])]
+        if envelope is not None:
+            text = f"message {envelope.id} was moved to the dead-letter queue: {reason}"
+            error = self._error(envelope, text, retryable=False)
+            publish.append(
+                Publication(self.keys.events(envelope.conversation_id), [error.to_json()], self.events_ttl_s)
+            )
+        await self._complete(message, envelope, done=False, publish=publish)
+        self.metrics.dead_lettered.inc()
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _drain(self) -> None:
@@ -308,6 +393,7 @@ class Worker:
     async def _hand_back(self, ids: list[str]) -> None:
         """Make held messages immediately reclaimable by another worker."""
         self._held.difference_update(ids)
+        self._room.set()
         with contextlib.suppress(BusUnavailable):
             await self.bus.release(self.inbox, GROUP, self.consumer, ids, idle_ms=self.visibility_ms + 1)
 
