@@ -12,11 +12,12 @@ from typing import Any
 
 import uvicorn
 
+from magent2.bus.build import build_bus
 from magent2.contracts import AgentManifest
 from magent2.gateway.app import create_app
 from magent2.manifests import ManifestError
 from magent2.settings import GatewaySettings, WorkerSettings
-from magent2.worker.build import build_bus, build_runner, build_worker
+from magent2.worker.build import build_runner, build_worker
 from magent2.worker.worker import Worker
 
 log = logging.getLogger("magent2.local")

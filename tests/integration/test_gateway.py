@@ -217,7 +217,9 @@ async def test_redis_outage_503_then_streams_resume(tmp_path: Path) -> None:
                     text += await anext(chunks)
                 server.stop()
                 down = await http.post("/send", json=message("during"))
-                assert down.status_code == 503 and "nothing was sent" in down.text
+                assert down.status_code == 503 and down.headers["retry-after"] == "1"
+                refused = down.json()
+                assert refused["outcome"] == "not_accepted" and refused["id"] in refused["retry"]
                 assert (await http.get("/ready")).status_code == 503
                 metrics = (await http.get("/metrics")).text
                 assert "magent2_gateway_publish_errors_total 1.0" in metrics

@@ -105,12 +105,15 @@ class Bus(ABC):
         order_key: str,
         token: str | None = None,
         token_ttl_s: int = 86_400,
+        durable_timeout_ms: int | None = None,
     ) -> tuple[list[str], str]:
         """Atomically append `first`'s entries, then one entry to `stream` ordered under
         `order_key`; return both ids. The gateway announces a message and enqueues it this way,
         so the announcement is never published without the message, nor after its replies.
         With `token`, a second call with the same token (within `token_ttl_s`) publishes nothing
-        and returns the first call's ids: retrying an acceptance is safe."""
+        and returns the first call's ids: retrying an acceptance is safe. With
+        `durable_timeout_ms`, return only once the store has the write on disk (else raise
+        `BusUnavailable`: the outcome is unknown, and retrying with the token is safe)."""
 
     @abstractmethod
     async def read(
@@ -209,6 +212,10 @@ class Bus(ABC):
         however late a stale worker or a retried call arrives."""
 
     # -- lifecycle --
+    async def durability_problem(self) -> str | None:
+        """Why `durable_timeout_ms` cannot be honoured by this store, or None when it can."""
+        return "the in-memory bus keeps nothing on disk"
+
     @abstractmethod
     async def ping(self) -> None:
         """Raise `BusUnavailable` when the store is unreachable."""

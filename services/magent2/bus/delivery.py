@@ -6,7 +6,14 @@ from magent2.bus.api import Bus, Keys, Publication
 from magent2.contracts import MessageEnvelope, UserMessageEvent
 
 
-async def deliver(bus: Bus, keys: Keys, envelope: MessageEnvelope, *, events_ttl_s: int | None) -> str:
+async def deliver(
+    bus: Bus,
+    keys: Keys,
+    envelope: MessageEnvelope,
+    *,
+    events_ttl_s: int | None,
+    durable_timeout_ms: int | None = None,
+) -> str:
     """Atomically publish the `user_message` event and enqueue `envelope` (ordered by its
     conversation); return the event's cursor, after which everything about the message follows.
     Idempotent per envelope id: delivering the same id again returns the first cursor and
@@ -24,5 +31,6 @@ async def deliver(bus: Bus, keys: Keys, envelope: MessageEnvelope, *, events_ttl
         envelope.to_json(),
         order_key=envelope.conversation_id,
         token=envelope.id,
+        durable_timeout_ms=durable_timeout_ms,
     )
     return cursor

@@ -120,6 +120,7 @@ class InMemoryBus(Bus):
         order_key: str,
         token: str | None = None,
         token_ttl_s: int = 86_400,
+        durable_timeout_ms: int | None = None,
     ) -> tuple[list[str], str]:
         now = time.monotonic()
         if token is not None:

@@ -35,11 +35,15 @@ return id
 
 # KEYS: first stream, stream, order list, accepted marker.
 # ARGV: maxlen, ttl ('' for none), payload, marker ttl ('' for no de-duplication), first payloads...
-# A second call with the same marker returns the first call's ids and publishes nothing.
+# A second call with the same marker returns the first call's ids and publishes nothing; it
+# still writes (EXPIRE), so a WAITAOF after it also waits for the first call's write to be fsynced.
 _PUBLISH_AFTER = """
 if ARGV[4] ~= '' then
   local seen = redis.call('GET', KEYS[4])
-  if seen then return cjson.decode(seen) end
+  if seen then
+    redis.call('EXPIRE', KEYS[4], ARGV[4])
+    return cjson.decode(seen)
+  end
 end
 local ids = {}
 for i = 5, #ARGV do
@@ -220,14 +224,25 @@ class RedisStreamsBus(Bus):
         order_key: str,
         token: str | None = None,
         token_ttl_s: int = 86_400,
+        durable_timeout_ms: int | None = None,
     ) -> tuple[list[str], str]:
         ttl = "" if first.ttl_s is None else str(first.ttl_s)
         keys = [first.stream, stream, order_list_key(stream, order_key), accepted_key(stream, token or "")]
-        marker_ttl = "" if token is None else str(token_ttl_s)
+        args: list[str | int] = [self.maxlen, ttl, payload, "" if token is None else token_ttl_s]
+        args += first.payloads
         async with _unavailable_on_connection_errors():
-            ids = await self._publish_after(
-                keys=keys, args=[self.maxlen, ttl, payload, marker_ttl, *first.payloads]
-            )
+            if durable_timeout_ms is None:
+                ids = await self._publish_after(keys=keys, args=args)
+            else:
+                # WAITAOF waits for this connection's writes: send both on one pipeline.
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    await self._publish_after(keys=keys, args=args, client=pipe)
+                    pipe.execute_command("WAITAOF", 1, 0, durable_timeout_ms)
+                    ids, (fsynced, _) = await pipe.execute()
+                if not fsynced:
+                    raise BusUnavailable(
+                        f"the message was written but not fsynced to the AOF within {durable_timeout_ms} ms"
+                    )
         return [str(i) for i in ids[:-1]], str(ids[-1])
 
     async def publish_many(
@@ -373,6 +388,17 @@ class RedisStreamsBus(Bus):
         return cast(Completion, verdict)
 
     # -- lifecycle --
+    async def durability_problem(self) -> str | None:
+        async with _unavailable_on_connection_errors():
+            info = await self.redis.info("persistence")
+            try:
+                await self.redis.execute_command("WAITAOF", 0, 0, 1)  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                return f"the Redis server cannot wait for fsync (WAITAOF needs Redis >= 7.2): {exc}"
+        if not info.get("aof_enabled"):
+            return "the Redis server has appendonly off: there is no AOF to wait for"
+        return None
+
     async def ping(self) -> None:
         async with _unavailable_on_connection_errors():
             await self.redis.ping()

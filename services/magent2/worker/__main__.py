@@ -6,9 +6,10 @@ import asyncio
 import logging
 import signal
 
+from magent2.bus.build import build_bus
 from magent2.loop import run
 from magent2.settings import WorkerSettings, load
-from magent2.worker.build import build_bus, build_runner, build_worker
+from magent2.worker.build import build_runner, build_worker
 from magent2.worker.health import HealthServer
 
 

@@ -9,8 +9,8 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from magent2.bus import Bus, InMemoryBus, Keys, RedisStreamsBus
-from magent2.settings import BusSettings, WorkerSettings
+from magent2.bus import Bus, Keys, RedisStreamsBus
+from magent2.settings import WorkerSettings
 from magent2.worker.runner import EchoRunner, Runner
 from magent2.worker.worker import Worker
 
@@ -18,17 +18,6 @@ if TYPE_CHECKING:
     from magent2.worker.sessions import SessionFactory
 
 log = logging.getLogger("magent2.worker")
-
-
-def build_bus(settings: BusSettings) -> Bus:
-    if settings.redis_url:
-        return RedisStreamsBus(
-            settings.redis_url,
-            maxlen=settings.stream_maxlen,
-            socket_timeout_s=settings.redis_socket_timeout_seconds,
-            max_connections=settings.redis_max_connections,
-        )
-    return InMemoryBus(maxlen=settings.stream_maxlen)
 
 
 def build_sessions(settings: WorkerSettings, bus: Bus) -> SessionFactory:

@@ -1,0 +1,133 @@
+"""Messages: POST /send into an agent's inbox, GET /stream/{id} over server-sent events."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from magent2.bus import LATEST, START
+from magent2.bus.delivery import deliver
+from magent2.contracts import CONVERSATION_ID_PATTERN, RECIPIENT_PATTERN, SENDER_PATTERN, MessageEnvelope
+from magent2.gateway.deps import Authorized, BusDep, KeysDep, MetricsDep, SettingsDep
+from magent2.gateway.sse import event_stream
+
+router = APIRouter(tags=["messages"], dependencies=Authorized)
+
+# Redis stream ids: <ms>[-<seq>], each part an unsigned 64-bit integer, ASCII digits only.
+_CURSOR = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?", re.ASCII)
+_U64_MAX = 2**64 - 1
+
+
+def _valid_text(value: Any) -> Any:
+    """Reject strings that cannot be encoded as UTF-8 (JSON may carry lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("contains a lone UTF-16 surrogate (\\ud800-\\udfff): not valid text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _valid_text(key)
+            _valid_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _valid_text(item)
+    return value
+
+
+class SendRequest(BaseModel):
+    """Body of POST /send. Send the same `id` again to retry: it is accepted and run only once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN, examples=["conv-1"])
+    sender: str = Field(pattern=SENDER_PATTERN, examples=["user:alice"])
+    recipient: str = Field(pattern=RECIPIENT_PATTERN, examples=["agent:DevAgent"])
+    type: Literal["message", "control"] = "message"
+    content: str = Field(min_length=1, examples=["hello"])
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _text = field_validator("id", "content", "metadata")(_valid_text)
+
+
+class SendResponse(BaseModel):
+    id: str
+    conversation_id: str
+    inbox: str
+    stream_url: str
+    cursor: str = Field(description="Stream cursor of the user_message event; stream with ?last_id=<cursor>")
+
+
+def parse_cursor(cursor: str) -> str:
+    found = _CURSOR.fullmatch(cursor)
+    if cursor != LATEST and (not found or any(int(part or 0) > _U64_MAX for part in found.groups())):
+        raise HTTPException(400, f"invalid cursor {cursor!r}: expected <ms>-<seq>, <ms> or $")
+    return cursor
+
+
+@router.post("/send", status_code=202, response_model=SendResponse)
+async def send(
+    body: SendRequest,
+    request: Request,
+    bus: BusDep,
+    keys: KeysDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> JSONResponse:
+    size = len(body.content.encode())
+    if size > settings.max_content_bytes:
+        raise HTTPException(413, f"content is {size} bytes; the limit is {settings.max_content_bytes}")
+    # SendRequest enforced the envelope's own constraints; build it without validating twice.
+    envelope = MessageEnvelope.model_construct(**body.model_dump(exclude_none=True))
+    request.state.message_id = envelope.id  # named in a 503, so the client can retry safely
+    cursor = await deliver(
+        bus,
+        keys,
+        envelope,
+        events_ttl_s=settings.events_ttl_seconds,
+        durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
+    )
+    metrics.published.inc()
+    # A plain JSONResponse: FastAPI would otherwise validate SendResponse a second time.
+    reply = {
+        "id": envelope.id,
+        "conversation_id": envelope.conversation_id,
+        "inbox": keys.inbox(envelope.agent_name),
+        "stream_url": f"/stream/{envelope.conversation_id}",
+        "cursor": cursor,
+    }
+    return JSONResponse(reply, status_code=202)
+
+
+@router.get(
+    "/stream/{conversation_id}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE frames"}},
+)
+async def stream(
+    conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN)],
+    bus: BusDep,
+    keys: KeysDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    last_id: Annotated[str | None, Query(description="Resume after this cursor; `$` for new only")] = None,
+    max_events: Annotated[int | None, Query(ge=1, description="Close after this many events")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    cursor = parse_cursor(last_event_id or last_id or START)
+    events = keys.events(conversation_id)
+    if cursor == LATEST:
+        cursor = await bus.last_id(events)
+    frames = event_stream(
+        bus, events, cursor, max_events=max_events, heartbeat_s=settings.heartbeat_seconds, metrics=metrics
+    )
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

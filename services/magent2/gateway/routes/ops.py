@@ -1,0 +1,31 @@
+"""Operations: liveness, readiness (the bus answers) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from magent2.bus import BusUnavailable
+from magent2.gateway.deps import BusDep, MetricsDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(bus: BusDep) -> JSONResponse:
+    try:
+        await bus.ping()
+    except BusUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def prometheus(metrics: MetricsDep) -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
