@@ -19,9 +19,8 @@ $(VENV)/.installed: pyproject.toml
 
 deps: $(VENV)/.installed ## Python virtualenv with magent2 and the test tools
 
-system-deps: ## Debian packages the tests use (redis-server, curl)
-	@command -v redis-server >/dev/null && command -v curl >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl >/dev/null; }
+system-deps: ## Debian packages the tests use (redis-server, valkey-server, curl)
+	@bash hack/system-deps.sh
 
 run: deps ## local mode: gateway + DevAgent on http://localhost:$(PORT), no cluster, no Redis
 	$(VENV)/bin/magent2 up --port $(PORT) $(if $(FILE),-f $(FILE))

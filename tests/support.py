@@ -52,16 +52,18 @@ async def eventually(predicate: Any, timeout: float = 10.0, what: str = "conditi
 class RedisServer:
     """A throwaway `redis-server` (Debian package) on a free port."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found: install the Debian package redis-server (make deps)")
-        self.workdir = workdir
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, binary: str = "redis-server", appendonly: bool = False
+    ) -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise RuntimeError(f"{binary} not found: install it with `make system-deps`")
+        self.workdir, self.binary, self.appendonly = workdir, binary, appendonly
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             [
-                binary,
+                path,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -69,7 +71,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(workdir),
             ],
@@ -94,8 +98,13 @@ class RedisServer:
 
     @classmethod
     def restart(cls, stopped: RedisServer) -> RedisServer:
-        """A new server on the same port, as after an outage."""
-        return cls(stopped.workdir, stopped.port)
+        """A new server on the same port and data directory, as after an outage."""
+        return cls(stopped.workdir, stopped.port, binary=stopped.binary, appendonly=stopped.appendonly)
+
+    def kill(self) -> None:
+        """kill -9: whatever was not yet on disk is gone."""
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> None:
         self.process.terminate()

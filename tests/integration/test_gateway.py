@@ -146,6 +146,9 @@ async def test_heartbeats_keep_an_idle_stream_alive(gateway: tuple[str, Bus]) ->
         (json.dumps(message(type="shout")).encode(), 422, "type"),
         (json.dumps(message(conversation="has space")).encode(), 422, "conversation_id"),
         (json.dumps(message(extra_field=1)).encode(), 422, "extra_field"),
+        (b'{"conversation_id": "c1", "sender": "user:a", "recipient": "agent:DevAgent", "content": "x\\ud800"}', 422, "unicode"),
+        (json.dumps(message(metadata={"k": ["\udfff"]})).encode(), 422, "metadata"),
+        (json.dumps(message(id="\ud83d")).encode(), 422, "id"),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx_and_publishes_nothing(
@@ -164,6 +167,15 @@ async def test_bad_stream_parameters(gateway: tuple[str, Bus]) -> None:
     url, _ = gateway
     async with httpx.AsyncClient(base_url=url) as http:
         assert (await http.get("/stream/c1", params={"last_id": "yesterday"})).status_code == 400
+        # only ASCII digits, each part within an unsigned 64-bit integer (what Redis accepts)
+        for cursor in ("١٢٣-0", "12-", "-1", "1-2-3", str(2**64), f"1-{2**64}", "1 ", "0x10"):
+            response = await http.get("/stream/c1", params={"last_id": cursor})
+            assert response.status_code == 400, cursor
+            assert "invalid cursor" in response.text
+        response = await http.get("/stream/c1", headers={"Last-Event-ID": "²".encode()})
+        assert response.status_code == 400
+        async with http.stream("GET", "/stream/c1", params={"last_id": f"{2**64 - 1}-{2**64 - 1}"}) as ok:
+            assert ok.status_code == 200
         assert (await http.get("/stream/c1", params={"max_events": 0})).status_code == 422
         assert (await http.get("/stream/bad id")).status_code == 422
 
@@ -244,3 +256,48 @@ async def test_events_of_a_send_land_in_the_conversation_stream(gateway: tuple[s
         await http.post("/send", json=message("x", metadata={"trace": "t-1"}))
     events = await conversation_events(bus, "c1")
     assert events[0].event == "user_message" and events[0].sender == "user:alice"
+
+
+async def test_sending_the_same_id_again_is_accepted_once(gateway: tuple[str, Bus]) -> None:
+    url, bus = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        first = await http.post("/send", json=message("only once", id="retry-me"))
+        second = await http.post("/send", json=message("only once", id="retry-me"))
+        assert first.status_code == second.status_code == 202
+        assert first.json() == second.json()
+        await http.get("/stream/c1", params={"max_events": 5})
+    events = await conversation_events(bus, "c1")
+    assert [e.event for e in events].count("user_message") == 1
+    assert [e.text for e in events if e.event == "output"] == ["echo: only once"]
+
+
+async def test_durable_ack_waits_for_the_aof_fsync(tmp_path: Path) -> None:
+    """GATEWAY_DURABLE_ACK needs WAITAOF (Redis >= 7.2; Valkey here) and an AOF."""
+    server = RedisServer(tmp_path, binary="valkey-server", appendonly=True)
+    bus = RedisStreamsBus(server.url)
+    try:
+        assert await bus.durability_problem() is None
+        app = create_app(settings(GATEWAY_DURABLE_ACK=True), bus=bus)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+            response = await http.post("/send", json=message("kept"))
+            assert response.status_code == 202
+        assert (await bus.redis.info("persistence"))["aof_enabled"] == 1
+    finally:
+        await bus.close()
+        server.stop()
+
+
+async def test_durable_ack_is_refused_where_it_cannot_be_honoured(tmp_path: Path, redis_url: str) -> None:
+    plain = RedisStreamsBus(redis_url)  # Debian's Redis 7.0: no WAITAOF
+    try:
+        problem = await plain.durability_problem()
+        assert problem and ("WAITAOF" in problem or "appendonly" in problem)
+    finally:
+        await plain.close()
+    no_aof = RedisServer(tmp_path, binary="valkey-server")
+    bus = RedisStreamsBus(no_aof.url)
+    try:
+        assert "appendonly off" in (await bus.durability_problem() or "")
+    finally:
+        await bus.close()
+        no_aof.stop()
