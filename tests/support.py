@@ -53,7 +53,12 @@ class RedisServer:
     """A throwaway `redis-server` (Debian package) on a free port."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, *, binary: str = "redis-server", appendonly: bool = False
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        binary: str = "redis-server",
+        appendonly: bool = False,
     ) -> None:
         path = shutil.which(binary)
         if path is None:

@@ -1,4 +1,4 @@
-"""`magent2`: up | gateway | worker | client."""
+"""`magent2`: up | gateway | worker | operator | client | dlq."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from magent2 import __version__
+from magent2 import __version__, dlq
 from magent2.loop import run
 
 
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "operator", help="the Kubernetes operator (configured by OPERATOR_* env)"
     ).set_defaults(handler=_operator)
     commands.add_parser("client", help="send a message or chat (see `magent2 client --help`)", add_help=False)
+    dlq.add_parser(commands)
     return parser
 
 

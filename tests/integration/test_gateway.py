@@ -146,7 +146,11 @@ async def test_heartbeats_keep_an_idle_stream_alive(gateway: tuple[str, Bus]) ->
         (json.dumps(message(type="shout")).encode(), 422, "type"),
         (json.dumps(message(conversation="has space")).encode(), 422, "conversation_id"),
         (json.dumps(message(extra_field=1)).encode(), 422, "extra_field"),
-        (b'{"conversation_id": "c1", "sender": "user:a", "recipient": "agent:DevAgent", "content": "x\\ud800"}', 422, "unicode"),
+        (
+            b'{"conversation_id": "c1", "sender": "user:a", "recipient": "agent:DevAgent", "content": "x\\ud800"}',
+            422,
+            "unicode",
+        ),
         (json.dumps(message(metadata={"k": ["\udfff"]})).encode(), 422, "metadata"),
         (json.dumps(message(id="\ud83d")).encode(), 422, "id"),
     ],

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+log = logging.getLogger("magent2.client")
 OK, AGENT_ERROR, TIMEOUT, SEND_FAILED, STREAM_FAILED, USAGE = 0, 1, 2, 3, 4, 5
 DEFAULT_BASE_URL = "http://localhost:8000"
 
@@ -79,22 +80,35 @@ class Client:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    async def send(self, http: httpx.AsyncClient, conversation_id: str, content: str) -> dict[str, Any]:
+    async def send(
+        self, http: httpx.AsyncClient, conversation_id: str, content: str, *, attempts: int = 5
+    ) -> dict[str, Any]:
+        """POST /send with an id of our own, so that a send whose outcome is unknown (a lost
+        connection, a 503) can be retried without the message running twice."""
         body = {
+            "id": str(uuid.uuid4()),
             "conversation_id": conversation_id,
             "sender": self.sender,
             "recipient": f"agent:{self.agent}",
             "type": "message",
             "content": content,
         }
-        try:
-            response = await http.post(f"{self.base_url}/send", json=body, headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise ClientFailure(SEND_FAILED, f"send failed: cannot reach {self.base_url}: {exc}") from exc
-        if response.status_code != 202:
-            raise ClientFailure(SEND_FAILED, f"send failed: HTTP {response.status_code}: {response.text}")
-        result: dict[str, Any] = response.json()
-        return result
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await http.post(f"{self.base_url}/send", json=body, headers=self._headers())
+            except httpx.HTTPError as exc:
+                failure = f"cannot reach {self.base_url}: {exc}"
+            else:
+                if response.status_code == 202:
+                    result: dict[str, Any] = response.json()
+                    return result
+                failure = f"HTTP {response.status_code}: {response.text}"
+                if response.status_code != 503:
+                    break
+            if attempt < attempts:
+                log.info("send %s failed (%s); retrying with the same id", body["id"], failure)
+                await asyncio.sleep(0.25 * 2 ** (attempt - 1))
+        raise ClientFailure(SEND_FAILED, f"send failed: {failure}")
 
     async def reply(
         self,
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None, prog: str = "magent2 client") -> int:
         return failure.code
     except KeyboardInterrupt:
         return OK
-    logging.getLogger("magent2.client").info("done in %.3fs", time.perf_counter() - started)
+    log.info("done in %.3fs", time.perf_counter() - started)
     return code
 
 
