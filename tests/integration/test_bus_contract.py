@@ -190,8 +190,9 @@ async def test_completion_is_fenced_against_stale_holders_and_retries(bus: Bus) 
         )
         == "ok"
     )
-    # a retried completion (its first reply was lost) finds the entry acked: nothing again
-    assert await bus.complete(S, G, "b", taken.id, done_token="env", publish=[events]) == "lost"
+    # a retried completion (its first reply was lost) finds it done: nothing again
+    assert await bus.complete(S, G, "b", taken.id, done_token="env", publish=[events]) == "duplicate"
+    assert await bus.complete(S, G, "a", taken.id, done_token="env", publish=[events]) == "duplicate"
     assert [m.payload for m in await bus.read("stream:events")] == ["from b"]
 
 

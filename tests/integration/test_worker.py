@@ -271,7 +271,9 @@ async def test_a_stale_worker_never_publishes_a_second_outcome(bus: Bus) -> None
         async with workers_running(rescuer):  # the stale lease lapses; the rescuer re-runs it
             await wait_for_outputs(bus, "c1", 1)
         gate.set()  # the stale run finishes after all: its completion is fenced out
-        await eventually(lambda: stale.metrics.completions.labels("lost")._value.get() == 1, what="fenced")
+        await eventually(
+            lambda: stale.metrics.completions.labels("duplicate")._value.get() == 1, what="fenced"
+        )
         stale_bus.thawed.set()
         await asyncio.sleep(0.2)
     assert outputs(await conversation_events(bus, "c1")) == ["echo: once"]

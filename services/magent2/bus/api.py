@@ -58,8 +58,8 @@ class Keys:
 # run: start it now; wait: an earlier message of its conversation is unfinished; done: it ran
 # before (a duplicate); lost: this consumer no longer holds it; dead: delivered too often.
 Admission = Literal["run", "wait", "done", "lost", "dead"]
-# ok: published and acked; duplicate: acked, nothing published (it was done before);
-# lost: nothing at all (another consumer holds it now, or it was acked already).
+# ok: published and acked; duplicate: nothing published, its outcome was published before;
+# lost: nothing at all (another consumer holds it now and will publish the outcome).
 Completion = Literal["ok", "duplicate", "lost"]
 
 
@@ -207,8 +207,9 @@ class Bus(ABC):
         """Fenced completion, atomically: when `consumer` still holds the entry and no entry
         carrying `done_token` completed before, append `publish` (a run's last events), remember
         `done_token`, ack the entry and drop it from its order list ("ok"). When it completed
-        before, only ack and drop ("duplicate"). When another consumer holds it, or it was acked
-        already, do nothing at all ("lost"). So a run's final events are published at most once,
+        before, only ack and drop what this consumer holds ("duplicate": also the answer to a
+        retried completion whose first attempt went through). When another consumer holds it and
+        its outcome is not published yet, do nothing at all ("lost"). So a run's final events are published at most once,
         however late a stale worker or a retried call arrives."""
 
     # -- lifecycle --

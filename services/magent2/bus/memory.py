@@ -303,11 +303,12 @@ class InMemoryBus(Bus):
         done_ttl_s: int = 86_400,
         publish: Sequence[Publication] = (),
     ) -> Completion:
-        if self._holds(stream, group, consumer, message_id) is None:
-            return "lost"
         now = time.monotonic()
+        done_before = done_token is not None and self._done.get((stream, done_token), 0.0) > now
+        if self._holds(stream, group, consumer, message_id) is None:
+            return "duplicate" if done_before else "lost"
         verdict: Completion = "ok"
-        if done_token is not None and self._done.get((stream, done_token), 0.0) > now:
+        if done_before:
             verdict = "duplicate"
         else:
             for publication in publish:

@@ -98,7 +98,10 @@ _COMPLETE = (
     _HOLDER
     + """
 local held = holder(KEYS[1], ARGV[1], ARGV[2])
-if not held or held[2] ~= ARGV[3] then return 'lost' end
+if not held or held[2] ~= ARGV[3] then
+  if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return 'duplicate' end
+  return 'lost'
+end
 local verdict = 'ok'
 if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
   verdict = 'duplicate'
