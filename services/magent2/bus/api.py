@@ -209,8 +209,8 @@ class Bus(ABC):
         `done_token`, ack the entry and drop it from its order list ("ok"). When it completed
         before, only ack and drop what this consumer holds ("duplicate": also the answer to a
         retried completion whose first attempt went through). When another consumer holds it and
-        its outcome is not published yet, do nothing at all ("lost"). So a run's final events are published at most once,
-        however late a stale worker or a retried call arrives."""
+        its outcome is not published yet, do nothing at all ("lost"). So a run's final events are
+        published at most once, however late a stale worker or a retried call arrives."""
 
     # -- lifecycle --
     async def durability_problem(self) -> str | None:
