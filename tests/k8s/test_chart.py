@@ -33,6 +33,10 @@ ALL_ON = [
     "agents[0].spec.model=gpt-4o-mini",
     "--set",
     "agents[0].spec.tools={todo}",
+    "--set",
+    "redis.appendfsync=always",
+    "--set",
+    "gateway.durableAck=true",
 ]
 
 
@@ -74,6 +78,7 @@ def test_chart_ships_the_same_crd() -> None:
         (["--set", "gateway.service.type=Magic"], "/gateway/service/type"),
         (["--set", "unknownKey=1"], "additional properties 'unknownKey' not allowed"),
         (["--set", "redis.enabled=false"], "redis.enabled=false needs redis.externalUrl"),
+        (["--set", "redis.appendfsync=sometimes"], "/redis/appendfsync"),
     ],
 )
 def test_values_that_break_the_schema_fail_with_its_message(values: list[str], message: str) -> None:
@@ -183,3 +188,13 @@ def test_install_and_the_operator_works_with_exactly_the_charts_rbac(
     redis = next(e for e in container["env"] if e["name"] == "REDIS_URL")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "rel-magent2-redis-url", "key": "url"}
     helm("uninstall", "rel", "-n", ns, kube=kube)  # frees agentName DevAgent for other tests
+
+
+def test_durability_values_reach_redis_and_the_gateway() -> None:
+    rendered = helm("template", "t", str(CHART), *ALL_ON).stdout
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
+    [redis] = [d for (kind, _), d in docs.items() if kind == "StatefulSet"]
+    assert "--appendfsync always" in redis["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    [gateway] = [d for (kind, name), d in docs.items() if kind == "Deployment" and "gateway" in name]
+    env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GATEWAY_DURABLE_ACK"] == "true"
