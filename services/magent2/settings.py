@@ -136,6 +136,10 @@ class GatewaySettings(BusSettings):
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
     heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
+    # SSE fan-out: reader tasks multiplexing one XREAD each, and the events buffered per client
+    # before a slow client falls back to reading from its own cursor.
+    stream_readers: int = Field(default=2, alias="GATEWAY_STREAM_READERS", ge=1, le=64)
+    stream_buffer_events: int = Field(default=2000, alias="GATEWAY_STREAM_BUFFER_EVENTS", ge=10)
     # Answer 202 only once Redis has fsynced the message to its AOF (WAITAOF, Redis >= 7.2).
     durable_ack: bool = Field(default=False, alias="GATEWAY_DURABLE_ACK")
     durable_ack_timeout_ms: int = Field(default=1000, alias="GATEWAY_DURABLE_ACK_TIMEOUT_MS", ge=1)

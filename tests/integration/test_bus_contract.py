@@ -293,3 +293,23 @@ async def test_prune_forgets_only_idle_consumers_that_hold_nothing(bus: Bus) -> 
     await asyncio.sleep(0.06)
     assert await bus.prune_consumers(S, G, idle_ms=50) == ["idle"]  # "holder" still has a message
     assert await bus.prune_consumers("stream:none", G, idle_ms=0) == []
+
+
+async def test_read_many_returns_only_streams_with_new_entries(bus: Bus) -> None:
+    a = await bus.publish("stream:a", "a1")
+    await bus.publish("stream:b", "b1")
+    got = await bus.read_many({"stream:a": START, "stream:b": START, "stream:none": START})
+    assert {k: [m.payload for m in v] for k, v in got.items()} == {"stream:a": ["a1"], "stream:b": ["b1"]}
+    assert await bus.read_many({"stream:a": a, "stream:none": START}, block_ms=50) == {}
+    assert await bus.read_many({}) == {}
+
+
+async def test_read_many_blocks_until_any_stream_gets_an_entry(bus: Bus) -> None:
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await bus.publish("stream:b", "late")
+
+    task = asyncio.create_task(later())
+    got = await bus.read_many({"stream:a": START, "stream:b": START}, block_ms=5000)
+    assert {k: [m.payload for m in v] for k, v in got.items()} == {"stream:b": ["late"]}
+    await task

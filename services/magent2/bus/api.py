@@ -7,7 +7,7 @@ and `InMemoryBus` (local mode and tests). Cursors are Redis stream ids ("<ms>-<s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,6 +49,10 @@ class Keys:
 
     def dead_letters(self, agent: str) -> str:
         return f"{self.prefix}dlq:{agent}"
+
+    def wake(self, reader: str) -> str:
+        """A gateway stream reader's own stream: an entry there ends its blocking read early."""
+        return f"{self.prefix}gateway:{reader}:wake"
 
     @property
     def inbox_prefix(self) -> str:
@@ -121,6 +125,13 @@ class Bus(ABC):
     ) -> list[BusMessage]:
         """Entries after cursor `after` (exclusive; `LATEST` for only new ones). With `block_ms`,
         wait up to that long for the first entry instead of returning an empty list at once."""
+
+    @abstractmethod
+    async def read_many(
+        self, cursors: Mapping[str, str], *, count: int = 500, block_ms: int | None = None
+    ) -> dict[str, list[BusMessage]]:
+        """`read` over several streams in one call: entries after each stream's cursor (only
+        streams that have some). With `block_ms`, wait up to that long for the first entry in any."""
 
     @abstractmethod
     async def last_id(self, stream: str) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ class InMemoryBus(Bus):
         self._order: dict[tuple[str, str], list[str]] = {}
         self._done: dict[tuple[str, str], float] = {}
         self._accepted: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._any_change = asyncio.Condition()  # for read_many over many streams
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -99,6 +101,8 @@ class InMemoryBus(Bus):
     async def _notify(self, stream: _Stream) -> None:
         async with stream.changed:
             stream.changed.notify_all()
+        async with self._any_change:
+            self._any_change.notify_all()
 
     # -- streams --
     async def publish(
@@ -158,6 +162,27 @@ class InMemoryBus(Bus):
             except TimeoutError:
                 return []
         return target.after(cursor, count)
+
+    async def read_many(
+        self, cursors: Mapping[str, str], *, count: int = 500, block_ms: int | None = None
+    ) -> dict[str, list[BusMessage]]:
+        def found() -> dict[str, list[BusMessage]]:
+            return {
+                name: entries
+                for name, after in cursors.items()
+                if name in self._streams
+                and (entries := self._streams[name].after(self._cursor(name, after), count))
+            }
+
+        if (ready := found()) or not block_ms:
+            return ready
+        async with self._any_change:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._any_change.wait_for(lambda: bool(found())), block_ms / 1000)
+        return found()
+
+    def _cursor(self, stream: str, after: str) -> _Id:
+        return self._streams[stream].last if after == LATEST else parse_id(after)
 
     async def last_id(self, stream: str) -> str:
         last = self._streams[stream].last if stream in self._streams else (0, 0)

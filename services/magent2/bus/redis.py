@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -172,9 +172,9 @@ async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
 
 class RedisStreamsBus(Bus):
     """`socket_timeout_s` bounds every reply; blocking reads are capped a second below it, so a
-    slow reply is an error and never a blind resend. The client itself never retries: a resent
-    XADD would duplicate tokens. Callers retry through `BusUnavailable`, and every write they
-    retry is idempotent (de-duplicated acceptance, fenced completion)."""
+    slow reply is an error and never a blind resend (a resent XADD would duplicate tokens).
+    Callers retry through `BusUnavailable`, and every write they retry is idempotent
+    (de-duplicated acceptance, fenced completion)."""
 
     def __init__(
         self,
@@ -194,7 +194,9 @@ class RedisStreamsBus(Bus):
             socket_connect_timeout=3,
             socket_timeout=socket_timeout_s,
             health_check_interval=15,
-            retry=Retry(NoBackoff(), 0),
+            # One resend on a dropped connection (a pooled connection to a restarted Redis, which
+            # never saw the command); never on a timeout, where the command may have run.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             max_connections=max_connections,
         )
         self._publish_ordered = self.redis.register_script(_PUBLISH_ORDERED)
@@ -265,6 +267,19 @@ class RedisStreamsBus(Bus):
         async with _unavailable_on_connection_errors():
             reply = await self.redis.xread({stream: after}, count=count, block=self._block(block_ms))
         return _messages(reply)
+
+    async def read_many(
+        self, cursors: Mapping[str, str], *, count: int = 500, block_ms: int | None = None
+    ) -> dict[str, list[BusMessage]]:
+        if not cursors:
+            return {}
+        async with _unavailable_on_connection_errors():
+            streams: dict[Any, Any] = dict(cursors)
+            reply: Any = await self.redis.xread(streams, count=count, block=self._block(block_ms))
+        return {
+            str(stream): [BusMessage(str(mid), fields[FIELD]) for mid, fields in entries]
+            for stream, entries in reply or ()
+        }
 
     async def last_id(self, stream: str) -> str:
         async with _unavailable_on_connection_errors():

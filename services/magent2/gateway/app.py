@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from magent2 import __version__
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.bus.build import build_bus
+from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics, RequestCounter
 from magent2.gateway.routes import agents, messages, ops
 from magent2.settings import GatewaySettings
@@ -24,10 +25,19 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
     owns_bus = bus is None
     the_bus = bus or build_bus(settings)
     metrics = GatewayMetrics()
+    keys = Keys(settings.bus_prefix)
+    hub = StreamHub(
+        the_bus,
+        keys,
+        readers=settings.stream_readers,
+        block_ms=int(settings.heartbeat_seconds * 1000),
+        buffer=settings.stream_buffer_events,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await hub.close()
         if owns_bus:
             await the_bus.close()
 
@@ -38,8 +48,8 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
         lifespan=lifespan,
     )
     app.add_middleware(RequestCounter, metrics=metrics)
-    app.state.bus, app.state.keys, app.state.settings = the_bus, Keys(settings.bus_prefix), settings
-    app.state.metrics = metrics
+    app.state.bus, app.state.keys, app.state.settings = the_bus, keys, settings
+    app.state.metrics, app.state.hub = metrics, hub
     app.state.tokens = [token.encode() for token in settings.api_tokens]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(BusUnavailable, _bus_unavailable)  # type: ignore[arg-type]

@@ -1,5 +1,8 @@
 """Server-sent events from a conversation stream: `id:` is the bus cursor, so clients resume
-with `Last-Event-ID`; comment lines are heartbeats; a bus outage is ridden out, not fatal."""
+with `Last-Event-ID`; comment lines are heartbeats; a bus outage is ridden out, not fatal.
+
+A stream first reads what is already stored after its cursor straight from the bus, then
+follows the process's `StreamHub`; whenever its buffer overflowed, it reads from the bus again."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from magent2.bus import Bus, BusUnavailable
+from magent2.bus import Bus, BusMessage, BusUnavailable
+from magent2.bus.api import parse_id
+from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("magent2.gateway")
@@ -38,6 +43,7 @@ def _lag_seconds(payload: str) -> float | None:
 
 async def event_stream(
     bus: Bus,
+    hub: StreamHub,
     stream: str,
     cursor: str,
     *,
@@ -47,22 +53,37 @@ async def event_stream(
 ) -> AsyncIterator[str]:
     sent = 0
     backoff = 0.1
+    catching_up = True
     metrics.open_streams.inc()
+    follower = hub.follow(stream, cursor)  # before the first read, so nothing falls in between
     try:
         yield f"retry: 1000\n: stream {json.dumps(stream)} from {cursor}\n\n"
         while max_events is None or sent < max_events:
             room = 500 if max_events is None else min(500, max_events - sent)
-            try:
-                batch = await bus.read(stream, cursor, count=room, block_ms=int(heartbeat_s * 1000))
-            except BusUnavailable as exc:
-                log.warning("stream %s: %s; retrying in %.1fs", stream, exc, backoff)
-                yield ": bus unavailable, retrying\n\n"
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
+            batch: list[BusMessage]
+            if catching_up:
+                try:
+                    batch = await bus.read(stream, cursor, count=room)
+                except BusUnavailable as exc:
+                    log.warning("stream %s: %s; retrying in %.1fs", stream, exc, backoff)
+                    yield ": bus unavailable, retrying\n\n"
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.1
+                catching_up = len(batch) == room
+            else:
+                if not follower.arrived.is_set():
+                    try:
+                        async with asyncio.timeout(heartbeat_s):
+                            await follower.arrived.wait()
+                    except TimeoutError:
+                        yield ": bus unavailable, retrying\n\n" if hub.unavailable else ": ping\n\n"
+                        continue
+                pushed, catching_up = follower.take()
+                after = parse_id(cursor)
+                batch = [message for message in pushed if parse_id(message.id) > after][:room]
             if not batch:
-                yield ": ping\n\n"
                 continue
             cursor = batch[-1].id
             sent += len(batch)
@@ -71,4 +92,5 @@ async def event_stream(
                 metrics.event_lag.observe(max(lag, 0.0))
             yield "".join(frame(message.id, message.payload) for message in batch)
     finally:
+        hub.unfollow(follower)
         metrics.open_streams.dec()

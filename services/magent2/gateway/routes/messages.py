@@ -103,6 +103,7 @@ async def send(
 )
 async def stream(
     conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN)],
+    request: Request,
     bus: BusDep,
     keys: KeysDep,
     settings: SettingsDep,
@@ -116,7 +117,13 @@ async def stream(
     if cursor == LATEST:
         cursor = await bus.last_id(events)
     frames = event_stream(
-        bus, events, cursor, max_events=max_events, heartbeat_s=settings.heartbeat_seconds, metrics=metrics
+        bus,
+        request.app.state.hub,
+        events,
+        cursor,
+        max_events=max_events,
+        heartbeat_s=settings.heartbeat_seconds,
+        metrics=metrics,
     )
     return StreamingResponse(
         frames,
