@@ -25,6 +25,22 @@ from tests.support import RedisServer, free_port, running, spawn, wait_http
 Row = tuple[str, str, str]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (from /proc; clock ticks of 1/100 s)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / 100
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -58,12 +74,16 @@ async def converse(port: int, conversation: str, messages: int, latencies: list[
         await listener.close()
 
 
-async def round_trip(port: int, concurrency: int, per_conversation: int, repeat: int) -> list[Row]:
-    """`repeat` rounds; each figure is the median over the rounds (this machine is noisy)."""
+async def round_trip(
+    port: int, concurrency: int, per_conversation: int, repeat: int, servers: list[int]
+) -> list[Row]:
+    """`repeat` rounds; each figure is the median over the rounds (this machine is noisy).
+    Server CPU per message: the CPU time of gateway + worker + Redis over a round / messages."""
     await converse(port, f"warm-{uuid.uuid4().hex[:6]}", 20, [])
-    p50s, p99s, rates = [], [], []
+    p50s, p99s, rates, cpus = [], [], [], []
     for _ in range(repeat):
         latencies: list[float] = []
+        cpu_before = [cpu_seconds([pid]) for pid in servers]
         began = time.perf_counter()
         await asyncio.gather(
             *(
@@ -72,6 +92,9 @@ async def round_trip(port: int, concurrency: int, per_conversation: int, repeat:
             )
         )
         rates.append(len(latencies) / (time.perf_counter() - began))
+        cpus.append(
+            [(cpu_seconds([p]) - c) / len(latencies) * 1000 for p, c in zip(servers, cpu_before, strict=True)]
+        )
         p50s.append(pct(latencies, 0.5) * 1000)
         p99s.append(pct(latencies, 0.99) * 1000)
     median = statistics.median
@@ -79,6 +102,12 @@ async def round_trip(port: int, concurrency: int, per_conversation: int, repeat:
     return [
         (label, "p50 / p99 ms", f"{median(p50s):.2f} / {median(p99s):.2f}"),
         (label, "messages/s", f"{median(rates):,.0f}"),
+        (label, "server CPU ms/message", f"{median(sum(c) for c in cpus):.2f}"),
+        (
+            label,
+            "  of which gateway / worker / redis",
+            " / ".join(f"{median(c[i] for c in cpus):.2f}" for i in range(3)),
+        ),
     ]
 
 
@@ -160,13 +189,16 @@ async def main_async(args: argparse.Namespace) -> None:
         env = {"REDIS_URL": redis.url, "GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning"}
         try:
             with (
-                running(spawn(["magent2.gateway"], **env)),
-                running(spawn(["magent2.worker"], **env, AGENT_NAME="Bench", AGENT_CONCURRENCY="32")),
+                running(spawn(["magent2.gateway"], **env)) as gateway,
+                running(
+                    spawn(["magent2.worker"], **env, AGENT_NAME="Bench", AGENT_CONCURRENCY="32")
+                ) as worker,
             ):
                 base_url = f"http://127.0.0.1:{port}"
                 wait_http(f"{base_url}/ready")
-                rows = await round_trip(port, 1, args.messages, args.repeat)
-                rows += await round_trip(port, 16, max(args.messages // 4, 10), args.repeat)
+                servers = [gateway.pid, worker.pid, redis.process.pid]
+                rows = await round_trip(port, 1, args.messages, args.repeat, servers)
+                rows += await round_trip(port, 16, max(args.messages // 4, 10), args.repeat, servers)
                 rows += await sse_tokens(base_url, redis.url, args.tokens)
                 rows += await redis_baseline(redis.url, args.tokens)
         finally:

@@ -34,7 +34,12 @@ async def test_hundreds_of_streams_need_only_a_few_connections(redis_url: str) -
             readers = [asyncio.create_task(one(i)) for i in range(streams)]
             await eventually(lambda: app.state.hub.followed == streams, what="all streams followed")
             for i in range(streams):
-                body = {"conversation_id": f"c{i}", "sender": "user:a", "recipient": "agent:A", "content": f"m{i}"}
+                body = {
+                    "conversation_id": f"c{i}",
+                    "sender": "user:a",
+                    "recipient": "agent:A",
+                    "content": f"m{i}",
+                }
                 assert (await http.post("/send", json=body)).status_code == 202
             results = await asyncio.wait_for(asyncio.gather(*readers), 60)
         for i, lines in enumerate(results):
@@ -66,10 +71,15 @@ async def test_a_slow_follower_overflows_then_reads_from_its_cursor(bus: Bus) ->
 async def test_sse_through_a_tiny_buffer_loses_and_repeats_nothing(bus: Bus) -> None:
     app = create_app(GatewaySettings(GATEWAY_HEARTBEAT_SECONDS=0.2, GATEWAY_STREAM_BUFFER_EVENTS=10), bus=bus)
     total = 3000
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
-        async with http.stream("GET", "/stream/burst", params={"max_events": total}) as response:
-            await eventually(lambda: app.state.hub.followed == 1, what="followed")
-            for start in range(0, total, 300):
-                await bus.publish_many("stream:burst", [json.dumps({"n": n}) for n in range(start, start + 300)])
-            seen = [json.loads(line[6:])["n"] async for line in response.aiter_lines() if line.startswith("data: ")]
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=20) as http,
+        http.stream("GET", "/stream/burst", params={"max_events": total}) as response,
+    ):
+        await eventually(lambda: app.state.hub.followed == 1, what="followed")
+        for start in range(0, total, 300):
+            await bus.publish_many("stream:burst", [json.dumps({"n": n}) for n in range(start, start + 300)])
+        seen = [
+            json.loads(line[6:])["n"] async for line in response.aiter_lines() if line.startswith("data: ")
+        ]
     assert seen == list(range(total))

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -183,12 +184,13 @@ class RedisStreamsBus(Bus):
         maxlen: int = 100_000,
         socket_timeout_s: float = 10.0,
         max_connections: int = 64,
-        client: aioredis.Redis | None = None,
     ) -> None:
         self.url = url
         self.maxlen = maxlen
         self.max_block_ms = max(int((socket_timeout_s - 1) * 1000), 100)
-        self.redis: aioredis.Redis = client or aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection (up to the socket
+        # timeout) rather than fail at once with "Too many connections" under a burst.
+        pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
             socket_connect_timeout=3,
@@ -198,7 +200,9 @@ class RedisStreamsBus(Bus):
             # never saw the command); never on a timeout, where the command may have run.
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             max_connections=max_connections,
+            timeout=socket_timeout_s,
         )
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closing it closes the pool
         self._publish_ordered = self.redis.register_script(_PUBLISH_ORDERED)
         self._publish_after = self.redis.register_script(_PUBLISH_AFTER)
         self._admit = self.redis.register_script(_ADMIT)

@@ -1,4 +1,5 @@
-"""Dependencies shared by the routes: what `create_app` put on `app.state`, and the bearer check."""
+"""Dependencies shared by the routes: what `create_app` put on `app.state`, and the bearer check.
+All async on purpose: FastAPI runs a sync dependency in a threadpool, a thread hop per request."""
 
 from __future__ import annotations
 
@@ -15,22 +16,22 @@ from magent2.settings import GatewaySettings
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _bus(request: Request) -> Bus:
+async def _bus(request: Request) -> Bus:
     bus: Bus = request.app.state.bus
     return bus
 
 
-def _keys(request: Request) -> Keys:
+async def _keys(request: Request) -> Keys:
     keys: Keys = request.app.state.keys
     return keys
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def _metrics(request: Request) -> GatewayMetrics:
+async def _metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
 

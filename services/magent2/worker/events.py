@@ -7,6 +7,8 @@ import asyncio
 from magent2.bus import Bus
 from magent2.contracts import FINAL_EVENTS, StreamEvent
 
+COALESCE_S = 0.002  # what a token may wait for company before it is written
+
 
 class EventSink:
     """`put` never waits on the network; a flusher task writes whatever has queued up since its
@@ -34,6 +36,9 @@ class EventSink:
     async def _flush_forever(self) -> None:
         while True:
             await self._ready.wait()
+            # Coalesce for a moment: a burst of deltas becomes one write, and a run that ends
+            # within the window hands everything to `drain` (one write with the completion).
+            await asyncio.sleep(COALESCE_S)
             self._ready.clear()
             if self._draining:
                 return
