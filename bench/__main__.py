@@ -74,6 +74,53 @@ async def converse(port: int, conversation: str, messages: int, latencies: list[
         await listener.close()
 
 
+async def post_latency(port: int, count: int) -> float:
+    sender = await Connection.open("127.0.0.1", port)
+    latencies = []
+    try:
+        for i in range(count):
+            body = {
+                "conversation_id": f"post-{i % 50}",
+                "sender": "user:bench",
+                "recipient": "agent:Bench",
+                "content": "x",
+            }
+            began = time.perf_counter()
+            status, _ = await sender.post_json("/send", body)
+            latencies.append(time.perf_counter() - began)
+            assert status == 202, status
+    finally:
+        await sender.close()
+    return statistics.median(latencies) * 1000
+
+
+async def durable_ack(posts: int) -> list[Row]:
+    """POST /send p50 against Valkey with an AOF (appendfsync everysec), with and without
+    GATEWAY_DURABLE_ACK (WAITAOF: the 202 waits for the fsync)."""
+    figures = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(Path(workdir), binary="valkey-server", appendonly=True, appendfsync="everysec")
+        try:
+            for durable in ("false", "true"):
+                port = free_port()
+                env = {"REDIS_URL": server.url, "GATEWAY_PORT": str(port), "GATEWAY_DURABLE_ACK": durable}
+                with running(spawn(["magent2.gateway"], **env, GATEWAY_LOG_LEVEL="warning")):
+                    wait_http(f"http://127.0.0.1:{port}/ready")
+                    await post_latency(port, 100)
+                    figures[durable] = await post_latency(port, posts)
+        finally:
+            server.stop()
+    label = "POST /send p50 ms, Valkey AOF everysec"
+    ratio = figures["true"] / figures["false"]
+    return [
+        (
+            label,
+            "ack / durable ack (WAITAOF)",
+            f"{figures['false']:.2f} / {figures['true']:.2f} ({ratio:.1f}x)",
+        )
+    ]
+
+
 async def round_trip(
     port: int, concurrency: int, per_conversation: int, repeat: int, servers: list[int]
 ) -> list[Row]:
@@ -201,6 +248,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 rows += await round_trip(port, 16, max(args.messages // 4, 10), args.repeat, servers)
                 rows += await sse_tokens(base_url, redis.url, args.tokens)
                 rows += await redis_baseline(redis.url, args.tokens)
+            rows += await durable_ack(args.messages)
         finally:
             redis.stop()
     print_table(rows)

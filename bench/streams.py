@@ -13,29 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import Row, converse, cpu_seconds, print_table, rss_mib
-from bench.rawhttp import Connection
+from bench.__main__ import Row, converse, cpu_seconds, post_latency, print_table, rss_mib
 from tests.support import RedisServer, free_port, running, spawn, wait_http
-
-
-async def post_latency(port: int, count: int) -> float:
-    sender = await Connection.open("127.0.0.1", port)
-    latencies = []
-    try:
-        for i in range(count):
-            body = {
-                "conversation_id": f"post-{i % 50}",
-                "sender": "user:bench",
-                "recipient": "agent:Bench",
-                "content": "x",
-            }
-            began = time.perf_counter()
-            status, _ = await sender.post_json("/send", body)
-            latencies.append(time.perf_counter() - began)
-            assert status == 202, status
-    finally:
-        await sender.close()
-    return statistics.median(latencies) * 1000
 
 
 async def open_streams(port: int, count: int) -> list[asyncio.StreamWriter]:
@@ -72,6 +51,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
             "GATEWAY_PORT": str(port),
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_HEARTBEAT_SECONDS": "15",
+            **({"GATEWAY_STREAM_READERS": str(args.readers)} if args.readers else {}),
         }
         try:
             with (
@@ -121,6 +101,7 @@ def main() -> None:
     parser.add_argument(
         "--streams", type=int, default=10_000, help="idle SSE streams to hold (default 10,000)"
     )
+    parser.add_argument("--readers", type=int, help="GATEWAY_STREAM_READERS (default: the gateway's)")
     parser.add_argument("--posts", type=int, default=300, help="POST /send samples per figure")
     parser.add_argument("--messages", type=int, default=100, help="round trips per figure")
     print_table(asyncio.run(main_async(parser.parse_args())))

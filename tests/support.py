@@ -59,11 +59,13 @@ class RedisServer:
         *,
         binary: str = "redis-server",
         appendonly: bool = False,
+        appendfsync: str = "always",
     ) -> None:
         path = shutil.which(binary)
         if path is None:
             raise RuntimeError(f"{binary} not found: install it with `make system-deps`")
-        self.workdir, self.binary, self.appendonly = workdir, binary, appendonly
+        self.workdir, self.binary = workdir, binary
+        self.appendonly, self.appendfsync = appendonly, appendfsync
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
@@ -78,7 +80,7 @@ class RedisServer:
                 "--appendonly",
                 "yes" if appendonly else "no",
                 "--appendfsync",
-                "always",
+                appendfsync,
                 "--dir",
                 str(workdir),
             ],
@@ -104,7 +106,13 @@ class RedisServer:
     @classmethod
     def restart(cls, stopped: RedisServer) -> RedisServer:
         """A new server on the same port and data directory, as after an outage."""
-        return cls(stopped.workdir, stopped.port, binary=stopped.binary, appendonly=stopped.appendonly)
+        return cls(
+            stopped.workdir,
+            stopped.port,
+            binary=stopped.binary,
+            appendonly=stopped.appendonly,
+            appendfsync=stopped.appendfsync,
+        )
 
     def kill(self) -> None:
         """kill -9: whatever was not yet on disk is gone."""

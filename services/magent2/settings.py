@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from magent2.contracts import AGENT_NAME_PATTERN, McpServer
@@ -138,11 +138,22 @@ class GatewaySettings(BusSettings):
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
     # SSE fan-out: reader tasks multiplexing one XREAD each, and the events buffered per client
     # before a slow client falls back to reading from its own cursor.
-    stream_readers: int = Field(default=2, alias="GATEWAY_STREAM_READERS", ge=1, le=64)
+    # (Each reader re-sends the keys of its shard per read: 10,000 streams over 32 readers keep
+    # a round trip within 1.25x of idle; over 2 readers it took 8x.)
+    stream_readers: int = Field(default=32, alias="GATEWAY_STREAM_READERS", ge=1, le=256)
     stream_buffer_events: int = Field(default=2000, alias="GATEWAY_STREAM_BUFFER_EVENTS", ge=10)
     # Answer 202 only once Redis has fsynced the message to its AOF (WAITAOF, Redis >= 7.2).
     durable_ack: bool = Field(default=False, alias="GATEWAY_DURABLE_ACK")
     durable_ack_timeout_ms: int = Field(default=1000, alias="GATEWAY_DURABLE_ACK_TIMEOUT_MS", ge=1)
+
+    @model_validator(mode="after")
+    def _pool_fits_the_readers(self) -> GatewaySettings:
+        if self.redis_url and self.redis_max_connections < self.stream_readers + 8:
+            raise ValueError(
+                f"REDIS_MAX_CONNECTIONS ({self.redis_max_connections}) must exceed GATEWAY_STREAM_READERS "
+                f"({self.stream_readers}) by at least 8: each reader holds a connection"
+            )
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

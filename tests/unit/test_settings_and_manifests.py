@@ -142,3 +142,15 @@ def test_local_mode_refuses_cluster_references() -> None:
     )
     with pytest.raises(ManifestError, match="instructionsFrom"):
         worker_settings(manifest, WorkerSettings())
+
+
+def test_the_redis_pool_must_leave_room_beside_the_stream_readers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/0")
+    monkeypatch.setenv("GATEWAY_STREAM_READERS", "60")
+    with pytest.raises(ConfigError):
+        load(GatewaySettings)
+    assert "REDIS_MAX_CONNECTIONS (64) must exceed GATEWAY_STREAM_READERS (60)" in capsys.readouterr().err
+    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "100")
+    assert load(GatewaySettings).stream_readers == 60
