@@ -7,10 +7,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from magent2.contracts import AgentSpec
+from magent2.contracts import AgentSpec, describe_tools, unknown_tools
 from magent2_operator import GROUP, PLURAL, VERSION
-
-BUILTIN_TOOLS = ("terminal", "todo", "chat")
 
 
 class SpecProblem(Exception):
@@ -38,12 +36,9 @@ def check(
     api: client.ApiClient, name: str, namespace: str, uid: str, spec: AgentSpec, *, namespaces: list[str]
 ) -> None:
     core = client.CoreV1Api(api)
-    known = [*BUILTIN_TOOLS, *(server.name for server in spec.mcp_servers)]
-    unknown = [tool for tool in spec.tools or [] if tool not in known]
-    if unknown:
-        raise SpecProblem(
-            "UnknownTool", f"unknown tools {unknown}; known: {known} (MCP servers add their names)"
-        )
+    servers = [server.name for server in spec.mcp_servers]
+    if unknown := unknown_tools(spec.tools or [], servers):
+        raise SpecProblem("UnknownTool", f"unknown tools {unknown}; known: {describe_tools(servers)}")
     if spec.openai.api_key_secret_ref is not None:
         ref = spec.openai.api_key_secret_ref
         _has_key(core.read_namespaced_secret, ref.name, namespace, ref.key, "Secret")

@@ -135,6 +135,24 @@ def parse_event(data: str | bytes) -> StreamEvent:
 
 # --- the Agent resource (spec shared with the operator and local mode) -------------------------
 
+# Built-in tool groups and the function tools each brings. `tools:` / AGENT_TOOLS take group
+# names, single tool names, or MCP server names (each server is a group of its own tools).
+BUILTIN_TOOLS: dict[str, tuple[str, ...]] = {
+    "terminal": ("terminal",),
+    "todo": ("todo_create", "todo_get", "todo_list", "todo_update", "todo_delete"),
+    "chat": ("chat_send",),
+}
+
+
+def unknown_tools(requested: list[str], mcp_servers: list[str]) -> list[str]:
+    known = {*BUILTIN_TOOLS, *(t for tools in BUILTIN_TOOLS.values() for t in tools), *mcp_servers}
+    return [name for name in requested if name not in known]
+
+
+def describe_tools(mcp_servers: list[str]) -> str:
+    groups = [f"{group} ({', '.join(tools)})" for group, tools in BUILTIN_TOOLS.items()]
+    return "; ".join(groups + [f"{name} (MCP server)" for name in mcp_servers])
+
 
 class _Spec(BaseModel):
     """camelCase on the wire (YAML / CRD), snake_case in Python."""

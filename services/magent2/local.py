@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from magent2.bus.build import build_bus
-from magent2.contracts import AgentManifest
+from magent2.contracts import AgentManifest, describe_tools, unknown_tools
 from magent2.gateway.app import create_app
 from magent2.manifests import ManifestError
 from magent2.settings import GatewaySettings, WorkerSettings
@@ -44,6 +44,12 @@ def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSett
     if spec.openai.base_url:
         overrides["openai_base_url"] = spec.openai.base_url
     if spec.tools is not None:
+        servers = [server.name for server in spec.mcp_servers]
+        if unknown := unknown_tools(spec.tools, servers):
+            raise ManifestError(
+                f"Agent {manifest.metadata.name}: unknown tools {', '.join(unknown)}; "
+                f"known: {describe_tools(servers)}"
+            )
         overrides["agent_tools"] = spec.tools
     terminal = spec.terminal
     overrides.update(

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from magent2.contracts import AGENT_NAME_PATTERN, McpServer
+from magent2.contracts import AGENT_NAME_PATTERN, McpServer, describe_tools, unknown_tools
 
 _SENSITIVE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|URL", re.IGNORECASE)
 
@@ -87,6 +87,15 @@ class WorkerSettings(BusSettings):
     todo_store_prefix: str = Field(default="todo", alias="TODO_STORE_PREFIX", pattern=r"^[A-Za-z0-9:._-]+$")
     chat_max_hops: int = Field(default=4, alias="CHAT_MAX_HOPS", ge=1, le=50)
     mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list, alias="AGENT_MCP_SERVERS")
+
+    @model_validator(mode="after")
+    def _known_tools(self) -> WorkerSettings:
+        servers = [server.name for server in self.mcp_servers]
+        if self.agent_tools and (unknown := unknown_tools(self.agent_tools, servers)):
+            raise ValueError(
+                f"AGENT_TOOLS: unknown tools {', '.join(unknown)}; known: {describe_tools(servers)}"
+            )
+        return self
 
     @field_validator("mcp_servers", mode="before")
     @classmethod

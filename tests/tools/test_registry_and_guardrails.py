@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ def tool_names(toolset: Any) -> list[str]:
 
 
 def test_default_is_every_detected_tool() -> None:
-    assert selected_tools(settings()) == ["terminal", "todo", "chat"]
+    assert selected_tools(settings()) == (["terminal", "todo", "chat"], None)
     names = tool_names(build_toolset(settings(), InMemoryBus()))
     assert names == [
         "terminal",
@@ -34,21 +33,34 @@ def test_default_is_every_detected_tool() -> None:
     ]
 
 
-def test_allowlist_selects_and_skips_unknown_names(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        assert selected_tools(settings(AGENT_TOOLS="todo, nonsense")) == ["todo"]
-    assert "nonsense" in caplog.text
+def test_unknown_tool_names_are_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AGENT_TOOLS", "todo, nonsense")
+    with pytest.raises(ConfigError) as raised:
+        load(WorkerSettings)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown tools nonsense" in err and "todo (todo_create, todo_get" in err
+
+
+def test_single_tool_names_select_just_those_tools() -> None:
+    chosen = settings(AGENT_TOOLS="todo_create,todo_list,chat_send")
+    assert tool_names(build_toolset(chosen, InMemoryBus())) == ["todo_create", "todo_list", "chat_send"]
+    mixed = settings(AGENT_TOOLS="terminal,todo_get")
+    assert tool_names(build_toolset(mixed, InMemoryBus())) == ["terminal", "todo_get"]
 
 
 def test_explicit_mode_means_no_tools_unless_listed() -> None:
-    assert selected_tools(settings(AGENT_REQUIRE_EXPLICIT_TOOLS="1")) == []
-    assert selected_tools(settings(AGENT_REQUIRE_EXPLICIT_TOOLS="1", AGENT_TOOLS="chat")) == ["chat"]
-    assert selected_tools(settings(AGENT_TOOLS="")) == []
+    assert selected_tools(settings(AGENT_REQUIRE_EXPLICIT_TOOLS="1")) == ([], None)
+    explicit_chat = settings(AGENT_REQUIRE_EXPLICIT_TOOLS="1", AGENT_TOOLS="chat")
+    assert selected_tools(explicit_chat) == (["chat"], {"chat_send"})
+    assert selected_tools(settings(AGENT_TOOLS="")) == ([], set())
 
 
 def test_mcp_servers_add_their_names() -> None:
     mcp = '[{"name": "time", "command": ["mcp-server-time"]}]'
-    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp)) == ["terminal", "todo", "chat", "time"]
+    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp))[0] == ["terminal", "todo", "chat", "time"]
 
 
 def test_terminal_settings_from_env(tmp_path: Path) -> None:
@@ -95,7 +107,7 @@ def test_local_mode_maps_the_agent_spec_onto_tool_settings() -> None:
         }
     )
     mapped = worker_settings(manifest, settings())
-    assert selected_tools(mapped) == ["terminal", "time"]
+    assert selected_tools(mapped)[0] == ["terminal", "time"]
     assert terminal_policy(mapped).allowed_commands == {"ls"} and mapped.terminal_timeout_seconds == 3
 
 
@@ -122,3 +134,20 @@ async def test_max_turns_comes_from_settings() -> None:
         await send_envelope(bus, "call todo_list {}")
         events = await wait_for_outputs(bus, "c1", 1)
     assert events[-1].event == "error" and "max turns (1)" in events[-1].message
+
+
+def test_local_mode_refuses_unknown_tools_like_the_cluster() -> None:
+    from magent2.manifests import ManifestError
+
+    manifest = AgentManifest.model_validate(
+        {
+            "apiVersion": "magent2.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "a"},
+            "spec": {"tools": ["shell"]},
+        }
+    )
+    with pytest.raises(
+        ManifestError, match=r"Agent a: unknown tools shell; known: terminal \(terminal\); todo"
+    ):
+        worker_settings(manifest, settings())

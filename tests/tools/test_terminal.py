@@ -173,6 +173,16 @@ async def test_terminal_through_the_sdk_runner(policy: TerminalPolicy) -> None:
         steps[0].result_summary or ""
     )
     assert "'rm' is not allowed" in (steps[1].error or "")
+    # the model reads JSON, not a Python repr ({'exit_code': 0, ... 'truncated': False})
+    assert (steps[0].result_summary or "").startswith('{"exit_code": 0')
     assert events[-1].text == "Done."
     assert sys.executable  # the worker's interpreter is untouched by the tool
     assert os.environ.get("PATH")
+
+
+def test_defaults_allow_no_interpreter_and_no_command_runner() -> None:
+    """python3 -c, sh -c, find -exec, xargs, env: any of them would allow every command."""
+    from magent2.tools.terminal import DEFAULT_ALLOWED
+
+    runners = {"python3", "python", "sh", "bash", "node", "perl", "find", "xargs", "env", "timeout", "nice"}
+    assert not runners & set(DEFAULT_ALLOWED)

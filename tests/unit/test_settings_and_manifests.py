@@ -65,7 +65,7 @@ def test_default_manifest_is_devagent() -> None:
 def test_examples_validate(repo_root: Path) -> None:
     manifests = load_manifests(repo_root / "examples" / "agents.yaml")
     assert [m.agent_name for m in manifests] == ["DevAgent", "Reviewer"]
-    assert manifests[0].spec.terminal.allowed_commands == ["ls", "cat", "echo", "python3"]
+    assert manifests[0].spec.terminal.allowed_commands == ["ls", "cat", "echo", "grep"]
 
 
 def test_agent_name_defaults_to_metadata_name() -> None:

@@ -15,6 +15,7 @@ from agents import RunContextWrapper, function_tool
 from magent2.bus import Bus, Keys
 from magent2.bus.delivery import deliver
 from magent2.contracts import AGENT_NAME_PATTERN, MessageEnvelope, parse_event
+from magent2.tools.output import as_json
 
 HOPS = "hops"
 
@@ -93,7 +94,7 @@ def chat_tools(chat: Chat) -> list[Any]:
         conversation_id: str | None = None,
         wait: bool = False,
         timeout_s: float = 30.0,
-    ) -> dict[str, Any]:
+    ) -> str:
         """Send a message to another agent.
 
         Args:
@@ -104,7 +105,7 @@ def chat_tools(chat: Chat) -> list[Any]:
             timeout_s: how long to wait, in seconds.
         """
         current = ctx.context if isinstance(ctx.context, MessageEnvelope) else None
-        return await chat.send(
+        sent = await chat.send(
             current,
             recipient,
             content,
@@ -112,5 +113,6 @@ def chat_tools(chat: Chat) -> list[Any]:
             wait=wait,
             timeout_s=min(timeout_s, 300),
         )
+        return as_json(sent)
 
     return [chat_send]

@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from magent2.bus import Bus, Keys, RedisStreamsBus
+from magent2.contracts import BUILTIN_TOOLS
 from magent2.settings import WorkerSettings
 from magent2.tools.chat import Chat, chat_tools
 from magent2.tools.redaction import Redactor
@@ -18,8 +19,6 @@ from magent2.tools.terminal import DEFAULT_ALLOWED, TerminalPolicy, terminal_too
 from magent2.tools.todo import InMemoryTodoStore, RedisTodoStore, Todo, todo_tools
 
 log = logging.getLogger("magent2.tools")
-
-BUILTIN = ("terminal", "todo", "chat")
 
 
 @dataclass
@@ -29,18 +28,19 @@ class Toolset:
     names: list[str] = field(default_factory=list)
 
 
-def selected_tools(settings: WorkerSettings) -> list[str]:
-    """AGENT_TOOLS, minus unknown names (logged); unset: every detected tool, or none when
-    AGENT_REQUIRE_EXPLICIT_TOOLS is on."""
-    detected = [*BUILTIN, *(server.name for server in settings.mcp_servers)]
+def selected_tools(settings: WorkerSettings) -> tuple[list[str], set[str] | None]:
+    """The tool groups to build (built-in and MCP) and the function tools to keep of the
+    built-in ones (None: all). AGENT_TOOLS may name a group or single tools of it; unset, every
+    group (none with AGENT_REQUIRE_EXPLICIT_TOOLS). Unknown names were refused by the settings."""
+    groups = [*BUILTIN_TOOLS, *(server.name for server in settings.mcp_servers)]
     if settings.agent_tools is None:
-        return [] if settings.agent_require_explicit_tools else detected
-    unknown = [name for name in settings.agent_tools if name not in detected]
-    if unknown:
-        log.warning(
-            "AGENT_TOOLS: skipping unknown tools %s (known: %s)", ", ".join(unknown), ", ".join(detected)
-        )
-    return [name for name in detected if name in settings.agent_tools]
+        return ([] if settings.agent_require_explicit_tools else groups), None
+    wanted = set(settings.agent_tools)
+    keep = {
+        tool for group, tools in BUILTIN_TOOLS.items() for tool in tools if group in wanted or tool in wanted
+    }
+    chosen = [group for group in groups if group in wanted or keep & set(BUILTIN_TOOLS.get(group, ()))]
+    return chosen, keep
 
 
 def terminal_policy(settings: WorkerSettings) -> TerminalPolicy:
@@ -66,7 +66,7 @@ def todo_client(url: str) -> aioredis.Redis:
 
 
 def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
-    names = selected_tools(settings)
+    names, keep = selected_tools(settings)
     toolset = Toolset(names=names)
     if "terminal" in names:
         toolset.function_tools.append(terminal_tool(terminal_policy(settings)))
@@ -87,7 +87,9 @@ def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
             events_ttl_s=settings.events_ttl_seconds,
         )
         toolset.function_tools.extend(chat_tools(chat))
-    mcp_names = set(names) - set(BUILTIN)
+    if keep is not None:
+        toolset.function_tools = [tool for tool in toolset.function_tools if tool.name in keep]
+    mcp_names = set(names) - set(BUILTIN_TOOLS)
     if mcp_names:
         from magent2.tools.mcp import build_mcp_servers
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magent2.tools.output import as_json
 from magent2.tools.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -35,11 +36,12 @@ DEFAULT_ALLOWED = (
     "echo",
     "pwd",
     "date",
-    "find",
     "sort",
     "uniq",
-    "python3",
 )
+# Never defaults: interpreters and shells (python3 -c, sh -c, node -e run anything) and commands
+# that run others (find -exec, xargs, env, nice, timeout, git -c core.pager=…). Allowing one of
+# them allows every command; see README "What the terminal allowlist protects".
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 READ_CHUNK = 64 * 1024
 
@@ -155,14 +157,14 @@ def terminal_tool(policy: TerminalPolicy) -> FunctionTool:
     from agents import function_tool
 
     @function_tool(name_override="terminal")
-    async def terminal(command: str) -> dict[str, Any]:
+    async def terminal(command: str) -> str:
         """Run one command (no shell: pipes, redirection and `;` are not interpreted) in the agent's
         working directory and return its exit code and output.
 
         Args:
-            command: the command line, e.g. `ls -la` or `python3 script.py`.
+            command: the command line, e.g. `ls -la` or `grep -n TODO notes.txt`.
         """
         result = await run_command(command, policy)
-        return result.for_model(policy.function_output_max_chars)
+        return as_json(result.for_model(policy.function_output_max_chars))
 
     return terminal

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from magent2.contracts import utc_now
+from magent2.tools.output import as_json
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -183,7 +184,7 @@ def todo_tools(todo: Todo) -> list[Any]:
         title: str,
         metadata: dict[str, Any] | None = None,
         conversation_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> str:
         """Add a task to the conversation's todo list.
 
         Args:
@@ -191,17 +192,17 @@ def todo_tools(todo: Todo) -> list[Any]:
             metadata: optional extra fields to keep with the task.
             conversation_id: another conversation's list instead of this one.
         """
-        return await todo.create(conversation(ctx, conversation_id), title, metadata)
+        return as_json(await todo.create(conversation(ctx, conversation_id), title, metadata))
 
     @function_tool
-    async def todo_get(task_id: str) -> dict[str, Any]:
+    async def todo_get(task_id: str) -> str:
         """Fetch one task by id."""
-        return await todo.get(task_id)
+        return as_json(await todo.get(task_id))
 
     @function_tool
-    async def todo_list(ctx: RunContextWrapper[Any], conversation_id: str | None = None) -> dict[str, Any]:
+    async def todo_list(ctx: RunContextWrapper[Any], conversation_id: str | None = None) -> str:
         """List the conversation's tasks, oldest first."""
-        return await todo.list(conversation(ctx, conversation_id))
+        return as_json(await todo.list(conversation(ctx, conversation_id)))
 
     @function_tool(strict_mode=False)
     async def todo_update(
@@ -209,13 +210,13 @@ def todo_tools(todo: Todo) -> list[Any]:
         title: str | None = None,
         completed: bool | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> str:
         """Change a task's title, mark it (un)done, or merge metadata into it."""
-        return await todo.update(task_id, title=title, completed=completed, metadata=metadata)
+        return as_json(await todo.update(task_id, title=title, completed=completed, metadata=metadata))
 
     @function_tool
-    async def todo_delete(task_id: str) -> dict[str, Any]:
+    async def todo_delete(task_id: str) -> str:
         """Delete a task."""
-        return await todo.delete(task_id)
+        return as_json(await todo.delete(task_id))
 
     return [todo_create, todo_get, todo_list, todo_update, todo_delete]

@@ -207,9 +207,14 @@ def _parse_args(arguments: Any) -> dict[str, Any]:
 
 
 def _tool_error(output: Any) -> str | None:
-    """Tools report failure as {"error": ...}; the SDK's own handler as a fixed sentence."""
+    """Tools report failure as {"error": ...} (as JSON text, see tools/output.py); the SDK's own
+    handler as a fixed sentence."""
+    if isinstance(output, str):
+        if output.startswith(TOOL_ERROR_PREFIX):
+            return summarize(output)
+        if output.startswith("{"):
+            with contextlib.suppress(ValueError):
+                output = json.loads(output)
     if isinstance(output, dict) and output.get("error"):
         return summarize(output["error"])
-    if isinstance(output, str) and output.startswith(TOOL_ERROR_PREFIX):
-        return summarize(output)
     return None
