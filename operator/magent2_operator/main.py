@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import kopf
 from prometheus_client import start_http_server
 
 from magent2.settings import load
+from magent2.startup import StartupError, exits_2_on_startup_errors
 from magent2_operator.settings import OperatorSettings
 
 
+def require_credentials() -> None:
+    """Fail at once, in one line, when there is no cluster to talk to (kopf would retry forever)."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            raise StartupError(
+                "no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG "
+                f"(or ~/.kube/config) ({exc})"
+            ) from None
+
+
+@exits_2_on_startup_errors("magent2 operator")
 def main() -> None:
     settings = load(OperatorSettings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    require_credentials()
     import magent2_operator.handlers  # noqa: F401 - registers the handlers with Kopf
 
     start_http_server(settings.metrics_port)

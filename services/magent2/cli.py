@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from typing import Any
+
+from pydantic_settings import BaseSettings
 
 from magent2 import __version__, dlq
 from magent2.loop import run
+from magent2.settings import GatewaySettings, WorkerSettings
+from magent2.startup import StartupError, configure_logging
+
+EXIT_CODES = (
+    "exit status: 0 stopped cleanly; 1 crashed; 2 cannot start (bad configuration, port in use, "
+    "Redis unreachable at start-up)"
+)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -17,7 +26,7 @@ def _up(args: argparse.Namespace) -> int:
     try:
         manifests = load_manifests(args.file)
         run(local.serve(manifests, host=args.host, port=args.port, redis_url=args.redis_url))
-    except ManifestError as exc:
+    except (ManifestError, StartupError) as exc:
         print(f"magent2 up: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -32,10 +41,10 @@ def _gateway(_: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(_: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace) -> int:
     from magent2.worker.__main__ import main as worker_main
 
-    worker_main()
+    worker_main(args.log_level)
     return 0
 
 
@@ -50,6 +59,29 @@ def _operator(_: argparse.Namespace) -> int:
         return 2
     operator_main()
     return 0
+
+
+def environment_help(settings: type[BaseSettings]) -> str:
+    """The variables a settings class reads, with defaults, for `--help` (never out of date)."""
+    lines = ["environment (defaults in brackets):"]
+    for name, field in settings.model_fields.items():
+        default: Any = field.get_default(call_default_factory=True)
+        shown = "" if default is None or default == [] else f" [{default}]" if default != "" else ' [""]'
+        lines.append(f"  {field.alias or name.upper()}{shown}")
+    return "\n".join(lines)
+
+
+def _process_parser(
+    commands: Any, name: str, handler: Any, summary: str, description: str, settings: type[BaseSettings]
+) -> None:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"{environment_help(settings)}\n\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-url", help="use this Redis instead of the in-memory bus")
     up.set_defaults(handler=_up)
 
-    commands.add_parser(
-        "gateway", help="the HTTP/SSE gateway (configured by GATEWAY_* and REDIS_URL)"
-    ).set_defaults(handler=_gateway)
-    commands.add_parser("worker", help="a worker for AGENT_NAME's inbox (configured by env)").set_defaults(
-        handler=_worker
+    _process_parser(
+        commands,
+        "gateway",
+        _gateway,
+        "the HTTP/SSE gateway",
+        "Serves POST /send, GET /stream/{id} (SSE), /agents, /health, /ready, /metrics and /docs. "
+        "Needs REDIS_URL, the Redis the workers share (or GATEWAY_IN_MEMORY=true).",
+        GatewaySettings,
     )
-    commands.add_parser(
-        "operator", help="the Kubernetes operator (configured by OPERATOR_* env)"
-    ).set_defaults(handler=_operator)
+    _process_parser(
+        commands,
+        "worker",
+        _worker,
+        "a worker for AGENT_NAME's inbox",
+        "Consumes the Redis stream chat:{AGENT_NAME} and runs each message through the Agents SDK "
+        "(the echo runner without OPENAI_API_KEY / OPENAI_BASE_URL / AGENT_MODEL_FACTORY).",
+        WorkerSettings,
+    )
+    from magent2_operator.settings import OperatorSettings
+
+    _process_parser(
+        commands,
+        "operator",
+        _operator,
+        "the Kubernetes operator",
+        "Reconciles Agent resources (magent2.dev/v1alpha1) into worker Deployments. Needs Kubernetes "
+        "credentials: in-cluster service account or KUBECONFIG. Install with the operator extra.",
+        OperatorSettings,
+    )
     commands.add_parser("client", help="send a message or chat (see `magent2 client --help`)", add_help=False)
     dlq.add_parser(commands)
     return parser
@@ -90,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return client_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    result: int = args.handler(args)
+    configure_logging(args.log_level)
+    try:
+        result: int = args.handler(args)
+    except StartupError as exc:
+        print(f"magent2 {args.command}: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

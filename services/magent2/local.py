@@ -17,6 +17,7 @@ from magent2.contracts import AgentManifest, describe_tools, unknown_tools
 from magent2.gateway.app import create_app
 from magent2.manifests import ManifestError
 from magent2.settings import GatewaySettings, WorkerSettings
+from magent2.startup import StartupError, listen, require_bus
 from magent2.worker.build import build_runner, build_worker
 from magent2.worker.worker import Worker
 
@@ -73,15 +74,23 @@ async def serve(
     redis_url: str | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
+    sock = listen(host, port, hint="--port (make run PORT=...)")
     base = WorkerSettings(REDIS_URL=redis_url)
     gateway_settings = GatewaySettings(REDIS_URL=redis_url, GATEWAY_HOST=host, GATEWAY_PORT=port)
     bus = build_bus(base)
+    if redis_url:
+        try:
+            await require_bus(bus, redis_url)
+        except StartupError:
+            sock.close()
+            await bus.close()
+            raise
     workers: list[Worker] = []
     for manifest in manifests:
         settings = worker_settings(manifest, base)
         workers.append(build_worker(settings, bus, build_runner(settings, bus)))
     app = create_app(gateway_settings, bus=bus)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
 
     def shut_down() -> None:
         server.should_exit = True
@@ -104,7 +113,7 @@ async def serve(
         names,
         "redis" if redis_url else "in-memory",
     )
-    serving = asyncio.create_task(server.serve(), name="gateway")
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
     try:
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no "started" event
             await asyncio.sleep(0.01)

@@ -145,6 +145,8 @@ class GatewaySettings(BusSettings):
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
     heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
+    # Without REDIS_URL the gateway refuses to start unless this says an in-memory bus is meant.
+    in_memory: bool = Field(default=False, alias="GATEWAY_IN_MEMORY")
     # SSE fan-out: reader tasks multiplexing one XREAD each, and the events buffered per client
     # before a slow client falls back to reading from its own cursor.
     # (Each reader re-sends the keys of its shard per read: 10,000 streams over 32 readers keep

@@ -118,4 +118,5 @@ def test_worker_without_redis_explains_itself() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "magent2.worker"], env=python_env(), capture_output=True, text=True, timeout=30
     )
-    assert result.returncode != 0 and "REDIS_URL is not set" in result.stderr
+    assert result.returncode == 2 and "REDIS_URL is not set" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

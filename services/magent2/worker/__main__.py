@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from magent2.bus.build import build_bus
 from magent2.loop import run
 from magent2.settings import WorkerSettings, load
+from magent2.startup import StartupError, configure_logging, exits_2_on_startup_errors
 from magent2.worker.build import build_runner, build_worker
 from magent2.worker.health import HealthServer
 
@@ -32,14 +32,15 @@ async def serve(settings: WorkerSettings) -> None:
         await bus.close()
 
 
-def main() -> None:
+@exits_2_on_startup_errors("magent2 worker")
+def main(log_level: str = "info") -> None:
     settings = load(WorkerSettings)
     if not settings.redis_url:
-        raise SystemExit(
-            "REDIS_URL is not set: a standalone worker consumes a Redis inbox. "
-            "For one process without Redis, run `magent2 up`."
+        raise StartupError(
+            "REDIS_URL is not set: a standalone worker consumes a Redis inbox "
+            "(for one process without Redis, run `magent2 up`)"
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     run(serve(settings))
 
 

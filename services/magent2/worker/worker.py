@@ -98,7 +98,11 @@ class Worker:
     # -- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve the inbox until `stop()`; then finish or hand back what is held."""
-        await self._retrying(lambda: self.bus.ensure_group(self.inbox, GROUP))
+        try:
+            await self._retrying(lambda: self.bus.ensure_group(self.inbox, GROUP))
+        except BusUnavailable as exc:  # stopped before Redis ever answered
+            log.warning("worker %s stopped before reaching Redis: %s", self.consumer, exc)
+            return
         log.info("worker %s consuming %s (concurrency %d)", self.consumer, self.inbox, self.concurrency)
         background = [
             asyncio.create_task(self._renew_leases(), name="leases"),
@@ -256,6 +260,12 @@ class Worker:
                     break
                 self._held.discard(head.message.id)
                 self._room.set()
+        except BusUnavailable as exc:  # raised by _retrying only once the worker is stopping
+            log.warning(
+                "stopping while Redis is unavailable (%s): %s stays pending for another worker",
+                exc,
+                conversation_id,
+            )
         finally:
             lane.task = None
             if lane.heap:  # stopping, or cancelled: hand back what never started
@@ -318,6 +328,7 @@ class Worker:
                 return
             except RunFailed as exc:
                 if not exc.retryable or attempt == self.max_attempts:
+                    log.warning("message %s failed after %d attempt(s): %s", envelope.id, attempt, exc)
                     sink.put(self._error(envelope, str(exc), retryable=exc.retryable))
                     return
                 log.warning("message %s attempt %d failed (%s); retrying", envelope.id, attempt, exc)
