@@ -11,9 +11,15 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.runtime: pyproject.toml
+	@echo "make: installing magent2 into $(VENV) (runtime only) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
+	@echo "make: installing the test tools and the operator extra into $(VENV) ..."
 	$(PY) -m pip install -q -e '.[dev,operator]' mcp-server-time
 	touch $@
 
@@ -22,10 +28,11 @@ deps: $(VENV)/.installed ## Python virtualenv with magent2 and the test tools
 system-deps: ## Debian packages the tests use (redis-server, valkey-server, curl)
 	@bash hack/system-deps.sh
 
-run: deps ## local mode: gateway + DevAgent on http://localhost:$(PORT), no cluster, no Redis
+run: $(VENV)/.runtime ## local mode: gateway + DevAgent on http://localhost:$(PORT), no cluster, no Redis
 	$(VENV)/bin/magent2 up --port $(PORT) $(if $(FILE),-f $(FILE))
 
 test: deps system-deps tools ## install everything the tests need, then run them all
+	@echo "make: running the tests (unit, integration, e2e, faults, k8s) ..."
 	$(PY) -m pytest
 
 test-fast: deps system-deps ## the tests that need no Kubernetes control plane

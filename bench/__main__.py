@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from bench.rawhttp import Connection
 from magent2.contracts import TokenEvent
-from tests.support import RedisServer, free_port, running, spawn, wait_http
+from tests.support import RedisServer, free_port, running, spawn, wait_http, wait_until
 
 Row = tuple[str, str, str]
 
@@ -39,6 +39,11 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def wait_agent(base_url: str, name: str) -> None:
+    """Until a worker of `name` has registered its inbox (the gateway 404s unknown agents)."""
+    wait_until(lambda: name in httpx.get(f"{base_url}/agents").text, timeout=30, what=f"agent {name}")
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -103,7 +108,12 @@ async def durable_ack(posts: int) -> list[Row]:
         try:
             for durable in ("false", "true"):
                 port = free_port()
-                env = {"REDIS_URL": server.url, "GATEWAY_PORT": str(port), "GATEWAY_DURABLE_ACK": durable}
+                env = {
+                    "REDIS_URL": server.url,
+                    "GATEWAY_PORT": str(port),
+                    "GATEWAY_DURABLE_ACK": durable,
+                    "GATEWAY_CHECK_RECIPIENTS": "false",  # no worker: acceptance only
+                }
                 with running(spawn(["magent2.gateway"], **env, GATEWAY_LOG_LEVEL="warning")):
                     wait_http(f"http://127.0.0.1:{port}/ready")
                     await post_latency(port, 100)
@@ -243,6 +253,7 @@ async def main_async(args: argparse.Namespace) -> None:
             ):
                 base_url = f"http://127.0.0.1:{port}"
                 wait_http(f"{base_url}/ready")
+                wait_agent(base_url, "Bench")
                 servers = [gateway.pid, worker.pid, redis.process.pid]
                 rows = await round_trip(port, 1, args.messages, args.repeat, servers)
                 rows += await round_trip(port, 16, max(args.messages // 4, 10), args.repeat, servers)

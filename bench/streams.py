@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import Row, converse, cpu_seconds, post_latency, print_table, rss_mib
+from bench.__main__ import Row, converse, cpu_seconds, post_latency, print_table, rss_mib, wait_agent
 from tests.support import RedisServer, free_port, running, spawn, wait_http
 
 
@@ -59,6 +59,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                 running(spawn(["magent2.worker"], **env, AGENT_NAME="Bench")),
             ):
                 wait_http(f"http://127.0.0.1:{port}/ready")
+                wait_agent(f"http://127.0.0.1:{port}", "Bench")
                 await round_trip_p50(port, 50)  # warm up
                 idle_post = await post_latency(port, args.posts)
                 idle_rt = await round_trip_p50(port, args.messages)

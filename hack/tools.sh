@@ -18,6 +18,14 @@ helm_bin="$cache/helm-$HELM_VERSION-k8s1.$minor/bin"
 tools_bin="$PWD/.tools/bin"
 mkdir -p "$k8s_bin" "$helm_bin" "$tools_bin"
 
+# Two runs on one machine (two checkouts, or CI beside a developer) share the cache: one builds,
+# the other waits for it instead of racing it.
+exec 9>"$cache/.lock"
+if ! flock -n 9; then
+  echo "tools.sh: another build holds $cache/.lock; waiting for it ..." >&2
+  flock 9
+fi
+
 command -v go >/dev/null || { echo "tools.sh: Go is required (https://go.dev/doc/install)" >&2; exit 1; }
 export GOFLAGS="${GOFLAGS:-} -trimpath" CGO_ENABLED=0
 

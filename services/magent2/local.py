@@ -89,7 +89,7 @@ async def serve(
     for manifest in manifests:
         settings = worker_settings(manifest, base)
         workers.append(build_worker(settings, bus, build_runner(settings, bus)))
-    app = create_app(gateway_settings, bus=bus)
+    app = create_app(gateway_settings, bus=bus, known_agents=[w.agent_name for w in workers])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
 
     def shut_down() -> None:

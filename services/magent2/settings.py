@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,6 +27,12 @@ def _split_list(value: Any) -> Any:
 
 # "a, b,c" or a JSON array in the environment -> ["a", "b", "c"]; "" -> [] (unset stays None)
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+def default_session_path() -> str:
+    """Conversation history without Redis: under the user's state directory, not the working one."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return str(state / "magent2" / "sessions.db")
 
 
 class _Env(BaseSettings):
@@ -58,7 +65,7 @@ class WorkerSettings(BusSettings):
     agent_instructions_file: Path | None = Field(default=None, alias="AGENT_INSTRUCTIONS_FILE")
     agent_tools: CsvList | None = Field(default=None, alias="AGENT_TOOLS")
     agent_require_explicit_tools: bool = Field(default=False, alias="AGENT_REQUIRE_EXPLICIT_TOOLS")
-    agent_session_path: str = Field(default="magent2-sessions.db", alias="AGENT_SESSION_PATH")
+    agent_session_path: str = Field(default_factory=default_session_path, alias="AGENT_SESSION_PATH")
     agent_max_turns: int = Field(default=10, alias="AGENT_MAX_TURNS", ge=1, le=100)
     agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
     agent_concurrency: int = Field(default=8, alias="AGENT_CONCURRENCY", ge=1, le=256)
@@ -145,6 +152,8 @@ class GatewaySettings(BusSettings):
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
     heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
+    # POST /send to an agent without an inbox (no worker ever started) is a 404, not a silent wait.
+    check_recipients: bool = Field(default=True, alias="GATEWAY_CHECK_RECIPIENTS")
     # Without REDIS_URL the gateway refuses to start unless this says an in-memory bus is meant.
     in_memory: bool = Field(default=False, alias="GATEWAY_IN_MEMORY")
     # SSE fan-out: reader tasks multiplexing one XREAD each, and the events buffered per client

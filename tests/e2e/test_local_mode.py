@@ -79,8 +79,24 @@ def test_client_quiet_prints_only_the_output(local_mode: str) -> None:
     assert result.returncode == 0 and result.stdout == "echo: quiet please\n"
 
 
-def test_client_timeout_exit_2(local_mode: str) -> None:
-    result = client("--base-url", local_mode, "-m", "anyone?", "--agent", "Nobody", "--timeout", "1")
+def test_a_mistyped_agent_is_refused_naming_the_known_ones(local_mode: str) -> None:
+    result = client("--base-url", local_mode, "-m", "anyone?", "--agent", "Nobody", "--timeout", "5")
+    assert result.returncode == 3
+    assert (
+        "HTTP 404" in result.stderr
+        and "unknown agent 'Nobody'; known agents: DevAgent, Reviewer" in result.stderr
+    )
+
+
+def test_client_timeout_exit_2() -> None:
+    """A gateway that accepts any recipient, with no worker behind it: the reply never comes."""
+    port = free_port()
+    env = {"GATEWAY_IN_MEMORY": "true", "GATEWAY_CHECK_RECIPIENTS": "false", "GATEWAY_PORT": str(port)}
+    with running(spawn(["magent2.cli", "gateway"], **env)):
+        wait_http(f"http://127.0.0.1:{port}/health")
+        result = client(
+            "--base-url", f"http://127.0.0.1:{port}", "-m", "anyone?", "--agent", "Nobody", "--timeout", "1"
+        )
     assert result.returncode == 2 and "timed out" in result.stderr
 
 

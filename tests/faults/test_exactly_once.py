@@ -145,6 +145,7 @@ async def test_every_accepted_message_gets_exactly_one_output_through_faults(tmp
         with system(tmp_path, redis.url) as procs:
             base = f"http://127.0.0.1:{procs.gateway_port}"
             await eventually(lambda: _up(base), timeout=30, what="gateway")
+            await eventually(lambda: _agent_known(base), timeout=30, what="a worker registered")
             followers = [asyncio.create_task(follow(base, c, seen[c], done)) for c in conversations]
             senders = asyncio.gather(*(send_all(base, c, accepted) for c in conversations))
 
@@ -221,3 +222,8 @@ async def _up(base: str) -> bool:
             return (await http.get(f"{base}/ready")).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def _agent_known(base: str) -> bool:
+    async with httpx.AsyncClient(timeout=1) as http:
+        return "DevAgent" in (await http.get(f"{base}/agents")).text

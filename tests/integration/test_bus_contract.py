@@ -253,6 +253,9 @@ async def test_length_and_delete(bus: Bus) -> None:
     assert await bus.delete(S, [ids[0], ids[2], "1-1"]) == 2
     assert [m.payload for m in await bus.read(S)] == ["b"]
     assert await bus.length("stream:none") == 0
+    assert await bus.exists(S) and not await bus.exists("stream:none")
+    await bus.ensure_group("stream:empty", G)
+    assert await bus.exists("stream:empty") and await bus.length("stream:empty") == 0
     assert await bus.delete("stream:none", ["1-1"]) == 0
 
 

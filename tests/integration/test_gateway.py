@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from magent2.bus import Bus, RedisStreamsBus
+from magent2.bus import Bus, Keys, RedisStreamsBus
 from magent2.gateway import create_app
 from magent2.settings import GatewaySettings
-from magent2.worker import EchoRunner, Worker
+from magent2.worker import GROUP, EchoRunner, Worker
 from tests.support import RedisServer, conversation_events, serve_app, workers_running
 
 
@@ -205,6 +205,7 @@ async def test_operational_endpoints(gateway: tuple[str, Bus]) -> None:
 
 
 async def test_bearer_token_auth(bus: Bus) -> None:
+    await bus.ensure_group(Keys().inbox("DevAgent"), GROUP)  # as a worker does when it starts
     app = create_app(settings(GATEWAY_API_TOKENS="s3cret,other"), bus=bus)
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
         assert (await http.post("/send", json=message())).status_code == 401
@@ -221,6 +222,7 @@ async def test_bearer_token_auth(bus: Bus) -> None:
 async def test_redis_outage_503_then_streams_resume(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     bus = RedisStreamsBus(server.url)
+    await bus.ensure_group(Keys().inbox("DevAgent"), GROUP)
     app = create_app(settings(GATEWAY_HEARTBEAT_SECONDS=0.2), bus=bus)
     try:
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
@@ -281,6 +283,7 @@ async def test_durable_ack_waits_for_the_aof_fsync(tmp_path: Path) -> None:
     bus = RedisStreamsBus(server.url)
     try:
         assert await bus.durability_problem() is None
+        await bus.ensure_group(Keys().inbox("DevAgent"), GROUP)
         app = create_app(settings(GATEWAY_DURABLE_ACK=True), bus=bus)
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
             response = await http.post("/send", json=message("kept"))
@@ -305,3 +308,15 @@ async def test_durable_ack_is_refused_where_it_cannot_be_honoured(tmp_path: Path
     finally:
         await bus.close()
         no_aof.stop()
+
+
+async def test_sending_to_an_agent_without_an_inbox_is_404(gateway: tuple[str, Bus]) -> None:
+    url, bus = gateway
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.post("/send", json=message(recipient="agent:Nobody"))
+        assert response.status_code == 404
+        assert response.json()["detail"] == "unknown agent 'Nobody'; known agents: DevAgent"
+        await bus.ensure_group(Keys().inbox("Late"), GROUP)  # a worker of Late starts
+        late = await http.post("/send", json=message(recipient="agent:Late"))
+        assert late.status_code == 202  # seen on the next look, not after a long cache
+    assert await bus.streams("chat:Nobody") == []  # the mistyped inbox was never created

@@ -154,3 +154,20 @@ def test_the_redis_pool_must_leave_room_beside_the_stream_readers(
     assert "REDIS_MAX_CONNECTIONS (64) must exceed GATEWAY_STREAM_READERS (60)" in capsys.readouterr().err
     monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "100")
     assert load(GatewaySettings).stream_readers == 60
+
+
+def test_sessions_are_kept_out_of_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert load(WorkerSettings).agent_session_path == str(tmp_path / "magent2" / "sessions.db")
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert load(WorkerSettings).agent_session_path.startswith(str(Path.home()))
+
+
+def test_make_run_installs_the_runtime_only(repo_root: Path) -> None:
+    """`make run` needs neither the test tools nor the operator extra (a 456 MB venv)."""
+    makefile = (repo_root / "Makefile").read_text()
+    assert "\nrun: $(VENV)/.runtime " in makefile
+    runtime = makefile.split("$(VENV)/.runtime: pyproject.toml")[1].split("\n\n")[0]
+    assert "pip install -q -e .\n" in runtime and "[dev" not in runtime

@@ -138,6 +138,10 @@ class Bus(ABC):
         """The id of the newest entry, or START for an empty or missing stream."""
 
     @abstractmethod
+    async def exists(self, stream: str) -> bool:
+        """Whether the stream exists (an empty stream with a consumer group does)."""
+
+    @abstractmethod
     async def length(self, stream: str) -> int:
         """Number of entries in the stream (0 when missing)."""
 

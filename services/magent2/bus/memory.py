@@ -188,6 +188,9 @@ class InMemoryBus(Bus):
         last = self._streams[stream].last if stream in self._streams else (0, 0)
         return f"{last[0]}-{last[1]}"
 
+    async def exists(self, stream: str) -> bool:
+        return stream in self._streams
+
     async def length(self, stream: str) -> int:
         return len(self._streams[stream].entries) if stream in self._streams else 0
 

@@ -290,6 +290,10 @@ class RedisStreamsBus(Bus):
             newest = await self.redis.xrevrange(stream, count=1)
         return str(newest[0][0]) if newest else START
 
+    async def exists(self, stream: str) -> bool:
+        async with _unavailable_on_connection_errors():
+            return bool(await self.redis.exists(stream))
+
     async def length(self, stream: str) -> int:
         async with _unavailable_on_connection_errors():
             return int(await self.redis.xlen(stream))

@@ -13,14 +13,18 @@ from fastapi.responses import JSONResponse
 from magent2 import __version__
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.bus.build import build_bus
+from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics, RequestCounter
 from magent2.gateway.routes import agents, messages, ops
 from magent2.settings import GatewaySettings
 
 
-def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = None) -> FastAPI:
-    """The gateway app. Without `bus`, it owns one built from `settings` (Redis or in-memory)."""
+def create_app(
+    settings: GatewaySettings | None = None, *, bus: Bus | None = None, known_agents: list[str] | None = None
+) -> FastAPI:
+    """The gateway app. Without `bus`, it owns one built from `settings` (Redis or in-memory).
+    `known_agents`: the only recipients /send accepts (local mode); else those with an inbox."""
     settings = settings or GatewaySettings()
     owns_bus = bus is None
     the_bus = bus or build_bus(settings)
@@ -50,6 +54,7 @@ def create_app(settings: GatewaySettings | None = None, *, bus: Bus | None = Non
     app.add_middleware(RequestCounter, metrics=metrics)
     app.state.bus, app.state.keys, app.state.settings = the_bus, keys, settings
     app.state.metrics, app.state.hub = metrics, hub
+    app.state.directory = AgentDirectory(the_bus, keys, fixed=known_agents)
     app.state.tokens = [token.encode() for token in settings.api_tokens]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(BusUnavailable, _bus_unavailable)  # type: ignore[arg-type]

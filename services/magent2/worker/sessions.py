@@ -4,6 +4,7 @@ conversation), SQLite at AGENT_SESSION_PATH otherwise."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from agents.extensions.memory import RedisSession
@@ -24,4 +25,5 @@ def sqlite_sessions(path: str) -> SessionFactory:
         # An in-memory SQLite database lives as long as its session object: keep one per conversation.
         cache: dict[str, Session] = {}
         return lambda conversation_id: cache.setdefault(conversation_id, SQLiteSession(conversation_id))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return lambda conversation_id: SQLiteSession(conversation_id, db_path=path)

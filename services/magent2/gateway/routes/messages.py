@@ -14,6 +14,7 @@ from magent2.bus import LATEST, START
 from magent2.bus.delivery import deliver
 from magent2.contracts import CONVERSATION_ID_PATTERN, RECIPIENT_PATTERN, SENDER_PATTERN, MessageEnvelope
 from magent2.gateway.deps import Authorized, BusDep, KeysDep, MetricsDep, SettingsDep
+from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.sse import event_stream
 
 router = APIRouter(tags=["messages"], dependencies=Authorized)
@@ -71,6 +72,11 @@ async def send(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> JSONResponse:
+    agent = body.recipient.removeprefix("agent:")
+    directory: AgentDirectory = request.app.state.directory
+    if settings.check_recipients and not await directory.knows(agent):
+        known = ", ".join(await directory.known()) or "none yet (no worker has started)"
+        raise HTTPException(404, f"unknown agent {agent!r}; known agents: {known}")
     size = len(body.content.encode())
     if size > settings.max_content_bytes:
         raise HTTPException(413, f"content is {size} bytes; the limit is {settings.max_content_bytes}")
