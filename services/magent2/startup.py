@@ -63,6 +63,5 @@ def exits_2_on_startup_errors(command: str) -> Callable[[Callable[..., T]], Call
 def configure_logging(level: str) -> None:
     """Our messages at `level`; each model/HTTP request (httpx logs them at INFO) only at debug."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level.lower() != "debug":
-        for chatty in ("httpx", "openai"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+    for chatty in ("httpx", "openai"):
+        logging.getLogger(chatty).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)

@@ -4,6 +4,7 @@ graceful shutdown, and failures turned into error events without losing the mess
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -173,13 +174,15 @@ class FlakyRunner:
     ],
 )
 async def test_model_failures_become_error_events(
-    bus: Bus, failures: list[Exception], expected_kind: str, calls: int
+    bus: Bus, failures: list[Exception], expected_kind: str, calls: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     runner = FlakyRunner(list(failures))
     worker = Worker(bus, runner, agent_name="DevAgent", max_attempts=3, retry_backoff_s=0.01)
     async with workers_running(worker):
-        await send_envelope(bus, "try")
+        sent = await send_envelope(bus, "try")
         events = await wait_for_outputs(bus, "c1", 1)
+    if expected_kind == "error":  # a failed run leaves a trace in the worker's log, with its id
+        assert any(r.levelno >= logging.WARNING and sent.id in r.getMessage() for r in caplog.records)
         # acknowledged: not redelivered to anyone
         assert await bus.reclaim(Keys().inbox("DevAgent"), GROUP, "x", min_idle_ms=0, count=10) == []
     final = events[-1]

@@ -171,3 +171,15 @@ def test_make_run_installs_the_runtime_only(repo_root: Path) -> None:
     assert "\nrun: $(VENV)/.runtime " in makefile
     runtime = makefile.split("$(VENV)/.runtime: pyproject.toml")[1].split("\n\n")[0]
     assert "pip install -q -e .\n" in runtime and "[dev" not in runtime
+
+
+def test_routine_http_requests_are_logged_only_at_debug() -> None:
+    import logging
+
+    from magent2.startup import configure_logging
+
+    configure_logging("info")
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("openai").getEffectiveLevel() == logging.WARNING
+    configure_logging("debug")
+    assert logging.getLogger("httpx").level == logging.NOTSET  # follows the root: debug
