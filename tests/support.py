@@ -129,6 +129,20 @@ class RedisServer:
 
 
 @contextlib.asynccontextmanager
+async def own_redis(workdir: Path, **options: Any) -> AsyncIterator[Any]:
+    """A server of the test's own (binary, AOF…) and a `RedisStreamsBus` on it; both go after."""
+    from magent2.bus import RedisStreamsBus
+
+    server = RedisServer(workdir, **options)
+    bus = RedisStreamsBus(server.url)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+        server.stop()
+
+
+@contextlib.asynccontextmanager
 async def serve_app(app: Any) -> AsyncIterator[str]:
     """Run an ASGI app under a real uvicorn server in this event loop; yield its base URL."""
     sock = socket.socket()

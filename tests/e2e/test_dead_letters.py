@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,13 +21,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[RedisStreamsBus]:
-    redis_bus = RedisStreamsBus(redis_url)
-    yield redis_bus
-    await redis_bus.close()
 
 
 def dlq(redis_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:

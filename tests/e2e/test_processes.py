@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,13 +23,6 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 LONG = "one two three four five six seven eight nine ten eleven twelve"
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[RedisStreamsBus]:
-    redis_bus = RedisStreamsBus(redis_url)
-    yield redis_bus
-    await redis_bus.close()
 
 
 def worker(redis_url: str, **env: str) -> subprocess.Popen[bytes]:

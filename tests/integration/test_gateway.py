@@ -15,7 +15,7 @@ from magent2.bus import Bus, Keys, RedisStreamsBus
 from magent2.gateway import create_app
 from magent2.settings import GatewaySettings
 from magent2.worker import GROUP, EchoRunner, Worker
-from tests.support import RedisServer, conversation_events, serve_app, workers_running
+from tests.support import RedisServer, conversation_events, own_redis, serve_app, workers_running
 
 
 def settings(**values: Any) -> GatewaySettings:
@@ -279,9 +279,7 @@ async def test_sending_the_same_id_again_is_accepted_once(gateway: tuple[str, Bu
 
 async def test_durable_ack_waits_for_the_aof_fsync(tmp_path: Path) -> None:
     """GATEWAY_DURABLE_ACK needs WAITAOF (Redis >= 7.2; Valkey here) and an AOF."""
-    server = RedisServer(tmp_path, binary="valkey-server", appendonly=True)
-    bus = RedisStreamsBus(server.url)
-    try:
+    async with own_redis(tmp_path, binary="valkey-server", appendonly=True) as bus:
         assert await bus.durability_problem() is None
         await bus.ensure_group(Keys().inbox("DevAgent"), GROUP)
         app = create_app(settings(GATEWAY_DURABLE_ACK=True), bus=bus)
@@ -289,9 +287,6 @@ async def test_durable_ack_waits_for_the_aof_fsync(tmp_path: Path) -> None:
             response = await http.post("/send", json=message("kept"))
             assert response.status_code == 202
         assert (await bus.redis.info("persistence"))["aof_enabled"] == 1
-    finally:
-        await bus.close()
-        server.stop()
 
 
 async def test_durable_ack_is_refused_where_it_cannot_be_honoured(tmp_path: Path, redis_url: str) -> None:
@@ -301,13 +296,8 @@ async def test_durable_ack_is_refused_where_it_cannot_be_honoured(tmp_path: Path
         assert problem and ("WAITAOF" in problem or "appendonly" in problem)
     finally:
         await plain.close()
-    no_aof = RedisServer(tmp_path, binary="valkey-server")
-    bus = RedisStreamsBus(no_aof.url)
-    try:
-        assert "appendonly off" in (await bus.durability_problem() or "")
-    finally:
-        await bus.close()
-        no_aof.stop()
+    async with own_redis(tmp_path, binary="valkey-server") as no_aof:
+        assert "appendonly off" in (await no_aof.durability_problem() or "")
 
 
 async def test_sending_to_an_agent_without_an_inbox_is_404(gateway: tuple[str, Bus]) -> None:

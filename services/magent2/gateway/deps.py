@@ -4,7 +4,8 @@ All async on purpose: FastAPI runs a sync dependency in a threadpool, a thread h
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,30 +17,17 @@ from magent2.settings import GatewaySettings
 _bearer = HTTPBearer(auto_error=False)
 
 
-async def _bus(request: Request) -> Bus:
-    bus: Bus = request.app.state.bus
-    return bus
+def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return get
 
 
-async def _keys(request: Request) -> Keys:
-    keys: Keys = request.app.state.keys
-    return keys
-
-
-async def _settings(request: Request) -> GatewaySettings:
-    settings: GatewaySettings = request.app.state.settings
-    return settings
-
-
-async def _metrics(request: Request) -> GatewayMetrics:
-    metrics: GatewayMetrics = request.app.state.metrics
-    return metrics
-
-
-BusDep = Annotated[Bus, Depends(_bus)]
-KeysDep = Annotated[Keys, Depends(_keys)]
-SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
-MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
+BusDep = Annotated[Bus, Depends(_from_state("bus"))]
+KeysDep = Annotated[Keys, Depends(_from_state("keys"))]
+SettingsDep = Annotated[GatewaySettings, Depends(_from_state("settings"))]
+MetricsDep = Annotated[GatewayMetrics, Depends(_from_state("metrics"))]
 
 
 async def authorize(
