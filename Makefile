@@ -41,6 +41,7 @@ test-fast: deps system-deps ## the tests that need no Kubernetes control plane
 bench: deps system-deps tools ## benchmarks, printed as tables
 	$(PY) -m bench
 	$(PY) -m bench.streams
+	$(PY) -m bench.llm
 	$(PY) -m bench.operator
 
 lint: deps ## ruff + mypy

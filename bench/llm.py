@@ -1,0 +1,177 @@
+"""`python -m bench.llm`: the Agents SDK path, LLM-shaped. A scripted OpenAI-compatible server
+(300 ms to first token, 40 deltas/s, 50 deltas per answer) answers both the bare Agents SDK
+(`Runner.run_streamed` in a process of its own, no magent2) and magent2 (gateway + worker
+processes, each message sent over HTTP and streamed back over SSE), N runs at once. Reported:
+time to first token (p50) and what magent2 adds to it, and CPU per streamed model delta of the
+bare SDK process vs the worker (gateway and scripted server CPU beside them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.__main__ import Row, cpu_seconds, print_table, wait_agent
+from bench.rawhttp import Connection
+from tests.support import ROOT, RedisServer, free_port, python_env, running, spawn, wait_http, wait_until
+
+DELTAS = 50
+
+
+async def bare_sdk(port: int, runs: int) -> dict[str, float]:
+    """Runs inside its own process: N concurrent Runner.run_streamed, no magent2 at all."""
+    import openai
+    from agents import Agent, OpenAIChatCompletionsModel, Runner
+    from agents.stream_events import RawResponsesStreamEvent
+
+    client = openai.AsyncOpenAI(api_key="bench", base_url=f"http://127.0.0.1:{port}/v1")
+    agent = Agent(name="Bare", model=OpenAIChatCompletionsModel(model="scripted", openai_client=client))
+
+    async def one() -> tuple[float, int]:
+        began, first, deltas = time.perf_counter(), 0.0, 0
+        result = Runner.run_streamed(agent, "hello")
+        async for event in result.stream_events():
+            if isinstance(event, RawResponsesStreamEvent) and event.data.type == "response.output_text.delta":
+                deltas += 1
+                first = first or time.perf_counter() - began
+        return first, deltas
+
+    await one()
+    cpu = time.process_time()
+    results = await asyncio.gather(*(one() for _ in range(runs)))
+    cpu = time.process_time() - cpu
+    return {
+        "ttft_ms": statistics.median(r[0] for r in results) * 1000,
+        "cpu_ms_per_delta": cpu / sum(r[1] for r in results) * 1000,
+    }
+
+
+async def through_magent2(port: int, runs: int) -> tuple[float, int]:
+    """N conversations at once: each opens its SSE stream, sends one message and reads to `output`."""
+
+    async def one() -> tuple[float, int]:
+        conversation = f"llm-{uuid.uuid4().hex[:8]}"
+        listener, sender = await Connection.open("127.0.0.1", port), await Connection.open("127.0.0.1", port)
+        lines = listener.sse_lines(f"/stream/{conversation}?last_id=$")
+        await anext(lines)
+        body = {
+            "conversation_id": conversation,
+            "sender": "user:b",
+            "recipient": "agent:Bench",
+            "content": "hi",
+        }
+        began, first, tokens = time.perf_counter(), 0.0, 0
+        status, _ = await sender.post_json("/send", body)
+        assert status == 202, status
+        async for line in lines:
+            if line == b"event: token":
+                tokens += 1
+                first = first or time.perf_counter() - began
+            elif line == b"event: output":
+                break
+        await listener.close()
+        await sender.close()
+        return first, tokens
+
+    results = await asyncio.gather(*(one() for _ in range(runs)))
+    return statistics.median(r[0] for r in results) * 1000, sum(r[1] for r in results)
+
+
+async def measure(runs_list: list[int], concurrency: int | None) -> list[Row]:
+    rows: list[Row] = []
+    model_port, port = free_port(), free_port()
+    with running(spawn(["bench.openai_server", "--port", str(model_port)])) as model:
+        wait_until(lambda: _listening(model_port), what="scripted model server")
+        with tempfile.TemporaryDirectory() as workdir:
+            redis = RedisServer(Path(workdir))
+            env = {
+                "REDIS_URL": redis.url,
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_LOG_LEVEL": "warning",
+                "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
+                "OPENAI_API_KEY": "bench",
+                "AGENT_MODEL": "scripted",
+                "AGENT_TOOLS": "",
+                "OPENAI_AGENTS_DISABLE_TRACING": "1",
+            }
+            if concurrency:
+                env["AGENT_CONCURRENCY"] = str(concurrency)
+            try:
+                with (
+                    running(spawn(["magent2.gateway"], **env)) as gateway,
+                    running(spawn(["magent2.worker"], **env, AGENT_NAME="Bench")) as worker,
+                ):
+                    wait_http(f"http://127.0.0.1:{port}/ready")
+                    wait_agent(f"http://127.0.0.1:{port}", "Bench")
+                    await through_magent2(port, 2)  # warm up
+                    for runs in runs_list:
+                        bare = _bare_in_a_process(model_port, runs)
+                        pids = (worker.pid, gateway.pid, model.pid)
+                        before = [cpu_seconds([p]) for p in pids]
+                        ttft, _ = await through_magent2(port, runs)
+                        spent = [cpu_seconds([p]) - b for p, b in zip(pids, before, strict=True)]
+                        rows += _rows(runs, bare, ttft, [cpu / (runs * DELTAS) * 1000 for cpu in spent])
+            finally:
+                redis.stop()
+    return rows
+
+
+def _rows(runs: int, bare: dict[str, float], ttft: float, cpu_per_delta: list[float]) -> list[Row]:
+    worker, gateway, model = cpu_per_delta
+    label = f"{runs} runs at once"
+    ours = worker - bare["cpu_ms_per_delta"]
+    return [
+        (
+            label,
+            "TTFT p50 ms: bare SDK / magent2 (added)",
+            f"{bare['ttft_ms']:.0f} / {ttft:.0f} (+{ttft - bare['ttft_ms']:.0f})",
+        ),
+        (label, "CPU ms/model delta: bare SDK / worker", f"{bare['cpu_ms_per_delta']:.3f} / {worker:.3f}"),
+        (label, "  ours (worker - bare) / gateway / model", f"{ours:.3f} / {gateway:.3f} / {model:.3f}"),
+    ]
+
+
+def _bare_in_a_process(model_port: int, runs: int) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.llm", "--bare", str(model_port), "--runs", str(runs)],
+        env=python_env(OPENAI_AGENTS_DISABLE_TRACING="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.llm", description=__doc__)
+    parser.add_argument("--runs", type=int, nargs="+", default=[20, 50, 100], help="runs at once")
+    parser.add_argument("--concurrency", type=int, help="AGENT_CONCURRENCY (default: the worker's)")
+    parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        print(json.dumps(asyncio.run(bare_sdk(args.bare, args.runs[0]))))
+        return
+    print_table(asyncio.run(measure(args.runs, args.concurrency)))
+
+
+if __name__ == "__main__":
+    main()
