@@ -335,10 +335,7 @@ class InMemoryBus(Bus):
         done_before = done_token is not None and self._done.get((stream, done_token), 0.0) > now
         if self._holds(stream, group, consumer, message_id) is None:
             return "duplicate" if done_before else "lost"
-        verdict: Completion = "ok"
-        if done_before:
-            verdict = "duplicate"
-        else:
+        if not done_before:
             for publication in publish:
                 if publication.payloads:
                     await self.publish_many(publication.stream, publication.payloads)
@@ -349,7 +346,7 @@ class InMemoryBus(Bus):
         queue = self._order.get((stream, order_key)) if order_key is not None else None
         if queue and message_id in queue:
             queue.remove(message_id)
-        return verdict
+        return "duplicate" if done_before else "ok"
 
     async def ping(self) -> None:
         return None

@@ -268,9 +268,7 @@ class RedisStreamsBus(Bus):
     async def read(
         self, stream: str, after: str = START, *, count: int = 500, block_ms: int | None = None
     ) -> list[BusMessage]:
-        async with _unavailable_on_connection_errors():
-            reply = await self.redis.xread({stream: after}, count=count, block=self._block(block_ms))
-        return _messages(reply)
+        return (await self.read_many({stream: after}, count=count, block_ms=block_ms)).get(stream, [])
 
     async def read_many(
         self, cursors: Mapping[str, str], *, count: int = 500, block_ms: int | None = None
@@ -280,10 +278,7 @@ class RedisStreamsBus(Bus):
         async with _unavailable_on_connection_errors():
             streams: dict[Any, Any] = dict(cursors)
             reply: Any = await self.redis.xread(streams, count=count, block=self._block(block_ms))
-        return {
-            str(stream): [BusMessage(str(mid), fields[FIELD]) for mid, fields in entries]
-            for stream, entries in reply or ()
-        }
+        return _messages(reply)
 
     async def last_id(self, stream: str) -> str:
         async with _unavailable_on_connection_errors():
@@ -334,7 +329,7 @@ class RedisStreamsBus(Bus):
                 # The stream was deleted under us (FLUSHDB, operator cleanup): recreate and go on.
                 await self.ensure_group(stream, group)
                 return []
-        return _messages(reply)
+        return _messages(reply).get(stream, [])
 
     async def reclaim(
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
@@ -433,8 +428,9 @@ class RedisStreamsBus(Bus):
         await self.redis.aclose()
 
 
-def _messages(reply: Any) -> list[BusMessage]:
-    if not reply:
-        return []
-    # XREAD / XREADGROUP reply for one stream: [[stream, [(id, {field: value}), ...]]]
-    return [BusMessage(str(mid), fields[FIELD]) for mid, fields in reply[0][1]]
+def _messages(reply: Any) -> dict[str, list[BusMessage]]:
+    # XREAD / XREADGROUP reply: [[stream, [(id, {field: value}), ...]], ...]
+    return {
+        str(stream): [BusMessage(str(mid), fields[FIELD]) for mid, fields in entries]
+        for stream, entries in reply or ()
+    }

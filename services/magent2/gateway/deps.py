@@ -11,6 +11,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from magent2.bus import Bus, Keys
+from magent2.gateway.directory import AgentDirectory
+from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics
 from magent2.settings import GatewaySettings
 
@@ -28,6 +30,8 @@ BusDep = Annotated[Bus, Depends(_from_state("bus"))]
 KeysDep = Annotated[Keys, Depends(_from_state("keys"))]
 SettingsDep = Annotated[GatewaySettings, Depends(_from_state("settings"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_from_state("metrics"))]
+HubDep = Annotated[StreamHub, Depends(_from_state("hub"))]
+DirectoryDep = Annotated[AgentDirectory, Depends(_from_state("directory"))]
 
 
 async def authorize(

@@ -66,12 +66,14 @@ class _Reader:
 
     def follow(self, follower: Follower, cursor: str) -> None:
         topic = self.topics.get(follower.stream)
+        new = topic is None
         if topic is None:
             topic = self.topics[follower.stream] = _Topic(cursor)
-            self.nudge()
         topic.followers.add(follower)
-        if self.task is None or self.task.done():
+        if self.task is None or self.task.done():  # its first read includes the new stream
             self.task = asyncio.create_task(self._read_forever(), name=f"hub:{self.wake}")
+        elif new:
+            self.nudge()
 
     def unfollow(self, follower: Follower) -> None:
         topic = self.topics.get(follower.stream)
@@ -81,7 +83,8 @@ class _Reader:
                 del self.topics[follower.stream]
 
     def nudge(self) -> None:
-        if self.task is not None and not self.woken:
+        """End the running read early, so it is reissued with the new stream in it."""
+        if not self.woken:
             self.woken = True
             chore = asyncio.create_task(self._publish_wake())
             self.hub.chores.add(chore)

@@ -13,8 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from magent2.bus import LATEST, START
 from magent2.bus.delivery import deliver
 from magent2.contracts import CONVERSATION_ID_PATTERN, RECIPIENT_PATTERN, SENDER_PATTERN, MessageEnvelope
-from magent2.gateway.deps import Authorized, BusDep, KeysDep, MetricsDep, SettingsDep
-from magent2.gateway.directory import AgentDirectory
+from magent2.gateway.deps import (
+    Authorized,
+    BusDep,
+    DirectoryDep,
+    HubDep,
+    KeysDep,
+    MetricsDep,
+    SettingsDep,
+)
 from magent2.gateway.sse import event_stream
 
 router = APIRouter(tags=["messages"], dependencies=Authorized)
@@ -71,9 +78,9 @@ async def send(
     keys: KeysDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    directory: DirectoryDep,
 ) -> JSONResponse:
     agent = body.recipient.removeprefix("agent:")
-    directory: AgentDirectory = request.app.state.directory
     if settings.check_recipients and not await directory.knows(agent):
         known = ", ".join(await directory.known()) or "none yet (no worker has started)"
         raise HTTPException(404, f"unknown agent {agent!r}; known agents: {known}")
@@ -109,8 +116,8 @@ async def send(
 )
 async def stream(
     conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN)],
-    request: Request,
     bus: BusDep,
+    hub: HubDep,
     keys: KeysDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -124,7 +131,7 @@ async def stream(
         cursor = await bus.last_id(events)
     frames = event_stream(
         bus,
-        request.app.state.hub,
+        hub,
         events,
         cursor,
         max_events=max_events,
