@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help run test test-fast bench lint fmt deps system-deps tools k8s-up k8s-down e2e-kind clean
+.PHONY: help run test test-fast bench lint fmt deps system-deps tools k8s-up k8s-down e2e-kind clean \
+	node-deps node-images node-up node-down e2e-node
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,12 +32,12 @@ system-deps: ## Debian packages the tests use (redis-server, valkey-server, curl
 run: $(VENV)/.runtime ## local mode: gateway + DevAgent on http://localhost:$(PORT), no cluster, no Redis
 	$(VENV)/bin/magent2 up --port $(PORT) $(if $(FILE),-f $(FILE))
 
-test: deps system-deps tools ## install everything the tests need, then run them all
-	@echo "make: running the tests (unit, integration, e2e, faults, k8s) ..."
+test: deps system-deps tools node-images ## install everything the tests need, then run them all
+	@echo "make: running the tests (unit, integration, e2e, faults, k8s, node) ..."
 	$(PY) -m pytest
 
 test-fast: deps system-deps ## the tests that need no Kubernetes control plane
-	$(PY) -m pytest -m "not k8s"
+	$(PY) -m pytest -m "not k8s and not node"
 
 bench: deps system-deps tools ## benchmarks, printed as tables
 	$(PY) -m bench
@@ -61,6 +62,22 @@ k8s-up: tools deps ## a real control plane on loopback; kubeconfig at .tools/kub
 
 k8s-down: deps ## stop what k8s-up started
 	$(PY) -m tests.k8s.controlplane down
+
+node-deps: system-deps ## containerd, runc, CNI plugins, buildah, debootstrap; kubelet, kube-proxy, scheduler, CoreDNS
+	@bash hack/node/system-deps.sh
+	bash hack/tools.sh node
+
+node-images: node-deps ## the chart's images built without Docker (debootstrap + buildah bud), cached by content
+	bash hack/node/images.sh
+
+node-up: deps node-images ## a real one-node cluster on this machine; kubeconfig at .tools/node/kubeconfig
+	$(PY) -m tests.node.node up
+
+node-down: deps ## stop what node-up started and put the host back as it was
+	$(PY) -m tests.node.node down
+
+e2e-node: deps node-images ## the chart, the images and Agents as real pods on a real node
+	$(PY) -m pytest tests/node
 
 e2e-kind: ## kind cluster + images + chart + one message (needs a Docker engine; says so and skips without)
 	bash hack/e2e-kind.sh

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Puts kube-apiserver, kube-controller-manager, etcd, kubectl and helm on .tools/bin.
+# Puts kube-apiserver, kube-controller-manager, etcd, kubectl and helm on .tools/bin;
+# `hack/tools.sh node` adds what a real node needs: kubelet, kube-proxy, kube-scheduler, CoreDNS
+# and a static pause binary for the sandbox image (see hack/node/README.md).
 #
 # No Docker and no downloads of release binaries: everything is built with `go build` from the Go
 # module proxy (hack/k8s/go.mod pins Kubernetes and replaces each staging module with its
@@ -10,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 K8S_VERSION=v1.36.3     # keep in step with hack/k8s/go.mod
 HELM_VERSION=v3.21.4
+COREDNS_VERSION=v1.15.0
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/magent2"
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
@@ -62,4 +65,25 @@ build helm "$helm_bin" env GOBIN="$helm_bin" go install -ldflags "$helm_ldflags"
 
 for name in kube-apiserver kube-controller-manager kubectl etcd; do ln -sf "$k8s_bin/$name" "$tools_bin/$name"; done
 ln -sf "$helm_bin/helm" "$tools_bin/helm"
+
+if [[ "${1:-}" == node ]]; then
+  build_node() {
+    (cd hack/k8s && go build -ldflags "$k8s_ldflags" -o "$k8s_bin/" \
+      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler)
+  }
+  for name in kubelet kube-proxy kube-scheduler; do
+    build "$name" "$k8s_bin" build_node
+    ln -sf "$k8s_bin/$name" "$tools_bin/$name"
+  done
+  coredns_bin="$cache/coredns-$COREDNS_VERSION/bin"
+  mkdir -p "$coredns_bin"
+  build coredns "$coredns_bin" env GOBIN="$coredns_bin" go install -ldflags "-s -w" \
+    "github.com/coredns/coredns@$COREDNS_VERSION"
+  ln -sf "$coredns_bin/coredns" "$tools_bin/coredns"
+  # The sandbox image cannot be pulled here: a pause process of our own (sleeps until signalled).
+  pause_bin="$cache/pause-1/bin"
+  mkdir -p "$pause_bin"
+  build pause "$pause_bin" env CGO_ENABLED=1 gcc -static -Os -o "$pause_bin/pause" hack/node/pause.c
+  ln -sf "$pause_bin/pause" "$tools_bin/pause"
+fi
 echo "tools.sh: $(ls "$tools_bin" | tr '\n' ' ')in $tools_bin" >&2

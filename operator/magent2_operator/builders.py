@@ -124,7 +124,7 @@ def _env(spec: AgentSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     if spec.openai.api_key_secret_ref is not None:
         ref = spec.openai.api_key_secret_ref
         env.append(
-            {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": ref.model_dump(exclude_defaults=True)}}
         )
     source = spec.instructions_from
     if source is not None:

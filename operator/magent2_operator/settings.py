@@ -14,7 +14,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
 
     namespaces: CsvList = Field(default_factory=list, alias="OPERATOR_NAMESPACES")  # empty: all
-    worker_image: str = Field(default="magent2-worker:dev", alias="WORKER_IMAGE", min_length=1)
+    worker_image: str = Field(default="magent2/magent2-worker:dev", alias="WORKER_IMAGE", min_length=1)
     image_pull_policy: str = Field(default="IfNotPresent", alias="WORKER_IMAGE_PULL_POLICY")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     redis_url_secret: str | None = Field(default=None, alias="REDIS_URL_SECRET")  # "name/key"

@@ -174,6 +174,12 @@ class KeyRef(_CamelSpec):
     key: str = Field(min_length=1, max_length=253)
 
 
+class SecretKeyRef(KeyRef):
+    """`optional: true`: a missing Secret leaves the variable unset instead of blocking the pod."""
+
+    optional: bool = False
+
+
 class InstructionsFrom(_CamelSpec):
     config_map_key_ref: KeyRef | None = None
     secret_key_ref: KeyRef | None = None
@@ -224,7 +230,7 @@ class ModelSettingsSpec(_CamelSpec):
 
 
 class OpenAISpec(_CamelSpec):
-    api_key_secret_ref: KeyRef | None = None
+    api_key_secret_ref: SecretKeyRef | None = None
     base_url: str = Field(default="", alias="baseURL")
 
 

@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = ROOT / ".tools" / "bin"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
+NODE_NAME = "magent2-node"
 
 
 class ControlPlaneError(RuntimeError):
@@ -101,11 +102,18 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 @dataclass
 class ControlPlane:
+    """`address` is where the API server listens; `for_node` adds what a kubelet needs (a scheduler,
+    the node authorizer and lifecycle controller, credentials for the node's components)."""
+
     workdir: Path
     bin_dir: Path = TOOLS_BIN
+    address: str = "127.0.0.1"
+    service_cidr: str = "10.96.0.0/16"
+    for_node: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 0
     admin_token: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -113,7 +121,12 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
+
+    @property
+    def service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP: the first address of the Service range."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     def binary(self, name: str) -> str:
         path = self.bin_dir / name
@@ -157,9 +170,9 @@ class ControlPlane:
                 "--etcd-servers",
                 f"http://127.0.0.1:{etcd_port}",
                 "--bind-address",
-                "127.0.0.1",
+                self.address,
                 "--advertise-address",
-                "127.0.0.1",
+                self.address,
                 "--secure-port",
                 str(self.api_port),
                 "--tls-cert-file",
@@ -171,7 +184,14 @@ class ControlPlane:
                 "--token-auth-file",
                 str(pki / "tokens.csv"),
                 "--authorization-mode",
-                "RBAC",
+                "Node,RBAC" if self.for_node else "RBAC",
+                "--kubelet-client-certificate",
+                str(pki / "kubelet-client.crt"),
+                "--kubelet-client-key",
+                str(pki / "kubelet-client.key"),
+                # The node's name resolves nowhere (and must not be asked of the host's DNS).
+                "--kubelet-preferred-address-types",
+                "InternalIP",
                 "--service-account-issuer",
                 "https://kubernetes.default.svc.cluster.local",
                 "--service-account-key-file",
@@ -179,14 +199,17 @@ class ControlPlane:
                 "--service-account-signing-key-file",
                 str(pki / "sa.key"),
                 "--service-cluster-ip-range",
-                "10.96.0.0/16",
+                self.service_cidr,
                 "--allow-privileged=true",
                 "--v=0",
             ],
         )
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
         self._wait_ready(timeout - (time.monotonic() - began))
-        self._write_kubeconfig(self.workdir / "controller-manager.kubeconfig", "kcm", self._kcm_token)
+        self._write_kubeconfig(self.workdir / "controller-manager.kubeconfig", "kcm", self.tokens["kcm"])
+        # Without a node there is no node lifecycle to run; with one, its controller lifts the
+        # not-ready taint once the kubelet reports Ready.
+        lifecycle = "" if self.for_node else ",-nodelifecycle"
         self._spawn(
             "kube-controller-manager",
             [
@@ -204,10 +227,27 @@ class ControlPlane:
                 "--root-ca-file",
                 str(pki / "ca.crt"),
                 "--controllers",
-                "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller",
+                f"*,-nodeipam{lifecycle},-cloud-node-lifecycle,-service-lb-controller",
                 "--v=0",
             ],
         )
+        if self.for_node:
+            scheduler_config = self.workdir / "scheduler.kubeconfig"
+            self._write_kubeconfig(scheduler_config, "scheduler", self.tokens["scheduler"])
+            self._spawn(
+                "kube-scheduler",
+                [
+                    self.binary("kube-scheduler"),
+                    "--kubeconfig",
+                    str(scheduler_config),
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(_free_port()),
+                    "--leader-elect=false",
+                    "--v=0",
+                ],
+            )
         self.started_in = time.monotonic() - began
 
     def _write_pki(self, pki: Path) -> None:
@@ -222,12 +262,20 @@ class ControlPlane:
                 x509.DNSName("localhost"),
                 x509.DNSName("kubernetes.default.svc"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                x509.IPAddress(ipaddress.ip_address(self.address)),
+                x509.IPAddress(ipaddress.ip_address(self.service_ip)),
             ],
         )
         (pki / "ca.crt").write_bytes(_pem(ca))
         (pki / "apiserver.crt").write_bytes(_pem(server))
         _write_key(pki / "apiserver.key", server_key)
+        # The API server's identity towards kubelets (logs, exec, port-forward).
+        client_key = _key()
+        client = _certificate(
+            "kube-apiserver-kubelet-client", client_key, issuer=(ca, ca_key), organization="system:masters"
+        )
+        (pki / "kubelet-client.crt").write_bytes(_pem(client))
+        _write_key(pki / "kubelet-client.key", client_key)
         sa_key = _key()
         _write_key(pki / "sa.key", sa_key)
         (pki / "sa.pub").write_bytes(
@@ -235,12 +283,30 @@ class ControlPlane:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        self.admin_token, self._kcm_token = secrets.token_hex(16), secrets.token_hex(16)
+        # One static token per identity; the node's components get their built-in RBAC roles
+        # (system:node via the node authorizer, system:node-proxier, system:kube-scheduler).
+        identities = {
+            "admin": ("admin", "system:masters"),
+            "kcm": ("system:kube-controller-manager", ""),
+            "scheduler": ("system:kube-scheduler", ""),
+            "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+            "kube-proxy": ("system:kube-proxy", ""),
+            "coredns": ("magent2:coredns", ""),
+        }
+        self.tokens = {name: secrets.token_hex(16) for name in identities}
+        self.admin_token = self.tokens["admin"]
         (pki / "tokens.csv").write_text(
-            f'{self.admin_token},admin,admin-uid,"system:masters"\n'
-            f"{self._kcm_token},system:kube-controller-manager,kcm-uid\n"
+            "".join(
+                f'{self.tokens[name]},{user},{name}-uid,"{groups}"\n'
+                for name, (user, groups) in identities.items()
+            )
         )
         (pki / "tokens.csv").chmod(0o600)
+
+    def write_kubeconfig(self, path: Path, identity: str) -> Path:
+        """A kubeconfig for one of the identities in tokens.csv (admin, kubelet, kube-proxy, ...)."""
+        self._write_kubeconfig(path, identity, self.tokens[identity])
+        return path
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
         config = {

@@ -323,3 +323,17 @@ def test_liveness_and_metrics_endpoints(kube: ControlPlane, ns: str) -> None:
         lambda: (t := httpx.get(metrics, timeout=2).text) and 'result="ok"' in t and t, what="metrics"
     )
     assert "magent2_operator_reconciles_total" in text and "magent2_operator_reconcile_seconds_count" in text
+
+
+def test_an_optional_secret_that_is_missing_does_not_block_the_agent(
+    kube: ControlPlane, kube_api: Any, ns: str
+) -> None:
+    ref = {"name": "absent", "key": "api-key", "optional": True}
+    apply_agent(kube, ns, "keyoptional", openai={"apiKeySecretRef": ref})
+    deployment = eventually(
+        lambda: next(iter(client.AppsV1Api(kube_api).list_namespaced_deployment(ns).items), None),
+        what="the worker Deployment",
+    )
+    env = {e.name: e for e in deployment.spec.template.spec.containers[0].env}
+    assert env["OPENAI_API_KEY"].value_from.secret_key_ref.optional is True
+    assert condition(get_agent(kube_api, ns, "keyoptional"), "Degraded").get("status") != "True"
