@@ -22,6 +22,9 @@ mkdir -p "$images" "$out"
 exec 9>"$images/.lock"
 flock 9
 buildah=(buildah --root "$images/storage" --runroot "$images/run")
+# buildah sets up CNI on every start (creating /etc/cni/net.d); keep that inside the cache too.
+printf '[network]\nnetwork_config_dir = "%s"\n' "$images/cni" >"$images/containers.conf"
+export CONTAINERS_CONF="$images/containers.conf"
 env_file="$out/images.env.new"
 : >"$env_file"
 

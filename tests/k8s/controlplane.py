@@ -413,18 +413,22 @@ class ControlPlane:
     # -- stop ------------------------------------------------------------------------------------
     def stop(self) -> None:
         for name in reversed(list(self.processes)):
-            _stop_group(self.processes[name].pid)
+            _stop_group(self.processes[name].pid, process=self.processes[name])
             self.processes[name].wait()
         self.processes.clear()
 
 
-def _stop_group(pid: int, grace: float = 10.0) -> None:
+def _stop_group(pid: int, grace: float = 10.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL it after `grace`. Pass the leader's Popen
+    when it is our child: until reaped it stays a zombie, which still counts as a group member."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if process is not None:
+            process.poll()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

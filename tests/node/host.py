@@ -143,16 +143,27 @@ def kill_cgroup_tree(name: str, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def _mkdir_cgroup(path: Path) -> None:
+    if path.exists():
+        return
+    _mkdir_cgroup(path.parent)
+    path.mkdir()
+    # A new v1 cpuset starts with no CPUs and no memory nodes, and takes no process until given some.
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if (path / name).exists():
+            (path / name).write_text((path.parent / name).read_text())
+
+
 def make_cgroup_tree(name: str) -> None:
     for hierarchy in _hierarchies():
-        (hierarchy / name).mkdir(exist_ok=True)
+        _mkdir_cgroup(hierarchy / name)
 
 
 def join_cgroup(pid: int, path: str) -> None:
     """Move `pid` into `path` (under the node's tree) in every hierarchy: what it starts later, such
     as containerd's shims, starts there too, so tear-down finds it."""
     for hierarchy in _hierarchies():
-        (hierarchy / path).mkdir(parents=True, exist_ok=True)
+        _mkdir_cgroup(hierarchy / path)
         (hierarchy / path / "cgroup.procs").write_text(str(pid))
 
 

@@ -384,7 +384,7 @@ state = "{base}/state"
         """Stop everything and put the host back; returns what could not be restored."""
         for name in ("kubelet", "kube-proxy", "coredns", "containerd"):
             if name in self.processes:
-                _stop_group(self.processes[name].pid)
+                _stop_group(self.processes[name].pid, process=self.processes[name])
         kill_cgroup_tree(CGROUP_ROOT)  # containers and their shims outlive the kubelet and containerd
         self.plane.stop()
         for process in self.processes.values():
