@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import statistics
@@ -17,9 +18,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bench.__main__ import Row, cpu_seconds, print_table, wait_agent
+from bench.__main__ import Row, cpu_seconds, print_table, rss_mib, wait_agent
 from bench.rawhttp import Connection
 from tests.support import ROOT, RedisServer, free_port, python_env, running, spawn, wait_http, wait_until
 
@@ -112,13 +114,23 @@ async def measure(runs_list: list[int], concurrency: int | None) -> list[Row]:
                     wait_http(f"http://127.0.0.1:{port}/ready")
                     wait_agent(f"http://127.0.0.1:{port}", "Bench")
                     await through_magent2(port, 2)  # warm up
+                    idle_mib = rss_mib(worker.pid)
                     for runs in runs_list:
                         bare = _bare_in_a_process(model_port, runs)
                         pids = (worker.pid, gateway.pid, model.pid)
                         before = [cpu_seconds([p]) for p in pids]
-                        ttft, _ = await through_magent2(port, runs)
+                        async with _peak_rss(worker.pid) as peak:
+                            ttft, _ = await through_magent2(port, runs)
                         spent = [cpu_seconds([p]) - b for p, b in zip(pids, before, strict=True)]
                         rows += _rows(runs, bare, ttft, [cpu / (runs * DELTAS) * 1000 for cpu in spent])
+                        at_once = min(runs, concurrency or _default_concurrency())
+                        rows.append(
+                            (
+                                f"{runs} runs at once",
+                                "worker RSS MiB: idle / peak (per run)",
+                                f"{idle_mib:.0f} / {peak[0]:.0f} ({(peak[0] - idle_mib) / at_once:.2f})",
+                            )
+                        )
             finally:
                 redis.stop()
     return rows
@@ -137,6 +149,30 @@ def _rows(runs: int, bare: dict[str, float], ttft: float, cpu_per_delta: list[fl
         (label, "CPU ms/model delta: bare SDK / worker", f"{bare['cpu_ms_per_delta']:.3f} / {worker:.3f}"),
         (label, "  ours (worker - bare) / gateway / model", f"{ours:.3f} / {gateway:.3f} / {model:.3f}"),
     ]
+
+
+@contextlib.asynccontextmanager
+async def _peak_rss(pid: int) -> AsyncIterator[list[float]]:
+    """The highest RSS of `pid` while the block runs, sampled every 20 ms (in peak[0] after it)."""
+    peak = [rss_mib(pid)]
+
+    async def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], rss_mib(pid))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield peak
+    finally:
+        sampler.cancel()
+        peak[0] = max(peak[0], rss_mib(pid))
+
+
+def _default_concurrency() -> int:
+    from magent2.settings import WorkerSettings
+
+    return int(WorkerSettings.model_fields["agent_concurrency"].default)
 
 
 def _bare_in_a_process(model_port: int, runs: int) -> dict[str, float]:

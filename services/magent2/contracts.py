@@ -247,7 +247,7 @@ class AgentSpec(_CamelSpec):
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     openai: OpenAISpec = Field(default_factory=OpenAISpec)
     replicas: int = Field(default=1, ge=0, le=100)
-    concurrency: int = Field(default=8, ge=1, le=256)
+    concurrency: int = Field(default=32, ge=1, le=256)
     image: str | None = None
     resources: dict[str, Any] | None = None
     env: list[EnvVar] = Field(default_factory=list)

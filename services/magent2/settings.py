@@ -68,7 +68,7 @@ class WorkerSettings(BusSettings):
     agent_session_path: str = Field(default_factory=default_session_path, alias="AGENT_SESSION_PATH")
     agent_max_turns: int = Field(default=10, alias="AGENT_MAX_TURNS", ge=1, le=100)
     agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
-    agent_concurrency: int = Field(default=8, alias="AGENT_CONCURRENCY", ge=1, le=256)
+    agent_concurrency: int = Field(default=32, alias="AGENT_CONCURRENCY", ge=1, le=256)
     agent_model_factory: str | None = Field(
         default=None, alias="AGENT_MODEL_FACTORY", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
     )

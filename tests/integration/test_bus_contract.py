@@ -29,6 +29,14 @@ async def test_publish_many_keeps_order_and_count(bus: Bus) -> None:
     assert [m.payload for m in got] == [str(i) for i in range(1000)]
 
 
+async def test_publish_batch_appends_to_each_stream_in_order(bus: Bus) -> None:
+    await bus.publish_batch(
+        [Publication(S, ["a1", "a2"], ttl_s=60), Publication("stream:other", ["b1"]), Publication(S, ["a3"])]
+    )
+    assert [m.payload for m in await bus.read(S)] == ["a1", "a2", "a3"]
+    assert [m.payload for m in await bus.read("stream:other")] == ["b1"]
+
+
 async def test_read_count_limits_batch(bus: Bus) -> None:
     await bus.publish_many(S, ["a", "b", "c"])
     assert [m.payload for m in await bus.read(S, START, count=2)] == ["a", "b"]

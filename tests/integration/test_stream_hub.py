@@ -37,7 +37,7 @@ async def test_hundreds_of_streams_need_only_a_few_connections(redis_url: str) -
                     return [line async for line in response.aiter_lines() if line.startswith("data: ")]
 
             readers = [asyncio.create_task(one(i)) for i in range(streams)]
-            await eventually(lambda: app.state.hub.followed == streams, what="all streams followed")
+            await eventually(lambda: app.state.gateway.hub.followed == streams, what="all streams followed")
             for i in range(streams):
                 body = {
                     "conversation_id": f"c{i}",
@@ -81,7 +81,7 @@ async def test_sse_through_a_tiny_buffer_loses_and_repeats_nothing(bus: Bus) -> 
         httpx.AsyncClient(base_url=url, timeout=20) as http,
         http.stream("GET", "/stream/burst", params={"max_events": total}) as response,
     ):
-        await eventually(lambda: app.state.hub.followed == 1, what="followed")
+        await eventually(lambda: app.state.gateway.hub.followed == 1, what="followed")
         for start in range(0, total, 300):
             await bus.publish_many("stream:burst", [json.dumps({"n": n}) for n in range(start, start + 300)])
         seen = [

@@ -314,7 +314,7 @@ async def test_stopping_hands_back_messages_it_never_started_at_once(bus: Bus) -
 
 
 class OutageBus:
-    """Failure injection: the first `failures` publish_many calls raise BusUnavailable."""
+    """Failure injection: the first `failures` writes of run events raise BusUnavailable."""
 
     def __init__(self, inner: Bus, failures: int) -> None:
         self.inner, self.failures = inner, failures
@@ -322,11 +322,11 @@ class OutageBus:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def publish_many(self, *args: Any, **kwargs: Any) -> list[str]:
+    async def publish_batch(self, *args: Any, **kwargs: Any) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise BusUnavailable("injected outage")
-        return await self.inner.publish_many(*args, **kwargs)
+        await self.inner.publish_batch(*args, **kwargs)
 
 
 async def test_events_lost_to_an_outage_are_retried_not_dropped(bus: Bus) -> None:

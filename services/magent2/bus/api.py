@@ -100,6 +100,11 @@ class Bus(ABC):
         """Append several entries in one round trip (token bursts)."""
 
     @abstractmethod
+    async def publish_batch(self, publications: Sequence[Publication]) -> None:
+        """Append to several streams in one round trip, each publication's entries in order
+        (not atomic: a worker's token writes for all its runs at once)."""
+
+    @abstractmethod
     async def publish_after(
         self,
         first: Publication,

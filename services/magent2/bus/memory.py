@@ -146,6 +146,10 @@ class InMemoryBus(Bus):
         await self._notify(target)
         return ids
 
+    async def publish_batch(self, publications: Sequence[Publication]) -> None:
+        for publication in publications:
+            await self.publish_many(publication.stream, publication.payloads, ttl_s=publication.ttl_s)
+
     async def read(
         self, stream: str, after: str = START, *, count: int = 500, block_ms: int | None = None
     ) -> list[BusMessage]:

@@ -265,6 +265,15 @@ class RedisStreamsBus(Bus):
             results = await pipe.execute()
         return [str(r) for r in results[: len(payloads)]]
 
+    async def publish_batch(self, publications: Sequence[Publication]) -> None:
+        async with _unavailable_on_connection_errors(), self.redis.pipeline(transaction=False) as pipe:
+            for publication in publications:
+                for payload in publication.payloads:
+                    pipe.xadd(publication.stream, {FIELD: payload}, maxlen=self.maxlen)
+                if publication.ttl_s is not None:
+                    pipe.expire(publication.stream, publication.ttl_s)
+            await pipe.execute()
+
     async def read(
         self, stream: str, after: str = START, *, count: int = 500, block_ms: int | None = None
     ) -> list[BusMessage]:

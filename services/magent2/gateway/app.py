@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from magent2 import __version__
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.bus.build import build_bus
+from magent2.gateway.deps import Gateway
 from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics, RequestCounter
@@ -52,10 +53,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(RequestCounter, metrics=metrics)
-    app.state.bus, app.state.keys, app.state.settings = the_bus, keys, settings
-    app.state.metrics, app.state.hub = metrics, hub
-    app.state.directory = AgentDirectory(the_bus, keys, fixed=known_agents)
-    app.state.tokens = [token.encode() for token in settings.api_tokens]
+    app.state.gateway = Gateway(
+        bus=the_bus,
+        keys=keys,
+        settings=settings,
+        metrics=metrics,
+        hub=hub,
+        directory=AgentDirectory(the_bus, keys, fixed=known_agents),
+        tokens=[token.encode() for token in settings.api_tokens],
+    )
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(BusUnavailable, _bus_unavailable)  # type: ignore[arg-type]
     for module in (messages, agents, ops):
@@ -80,7 +86,7 @@ async def _bus_unavailable(request: Request, exc: BusUnavailable) -> JSONRespons
     body: dict[str, Any] = {"detail": f"message bus unavailable: {exc}"}
     message_id = getattr(request.state, "message_id", None)
     if message_id is not None:
-        request.app.state.metrics.publish_errors.inc()
+        request.app.state.gateway.metrics.publish_errors.inc()
         body.update(
             id=message_id,
             outcome="unknown" if exc.outcome_unknown else "not_accepted",

@@ -1,11 +1,12 @@
-"""Dependencies shared by the routes: what `create_app` put on `app.state`, and the bearer check.
+"""Dependencies shared by the routes: the gateway's parts `create_app` put on `app.state`, and the
+bearer check.
 All async on purpose: FastAPI runs a sync dependency in a threadpool, a thread hop per request."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,19 +20,26 @@ from magent2.settings import GatewaySettings
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
-    async def get(request: Request) -> Any:
-        return getattr(request.app.state, name)
+@dataclass(frozen=True)
+class Gateway:
+    """The parts routes use, put together once by `create_app`. One dependency rather than one
+    per part: FastAPI solves every dependency again on every request."""
 
-    return get
+    bus: Bus
+    keys: Keys
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    hub: StreamHub
+    directory: AgentDirectory
+    tokens: list[bytes] = field(default_factory=list)
 
 
-BusDep = Annotated[Bus, Depends(_from_state("bus"))]
-KeysDep = Annotated[Keys, Depends(_from_state("keys"))]
-SettingsDep = Annotated[GatewaySettings, Depends(_from_state("settings"))]
-MetricsDep = Annotated[GatewayMetrics, Depends(_from_state("metrics"))]
-HubDep = Annotated[StreamHub, Depends(_from_state("hub"))]
-DirectoryDep = Annotated[AgentDirectory, Depends(_from_state("directory"))]
+async def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
 async def authorize(
@@ -39,7 +47,7 @@ async def authorize(
 ) -> None:
     """Bearer tokens from GATEWAY_API_TOKENS; none configured means no auth. Async on purpose:
     a sync dependency would cost a threadpool hop per request."""
-    tokens: list[bytes] = request.app.state.tokens
+    tokens = request.app.state.gateway.tokens
     if not tokens:
         return
     given = credentials.credentials.encode() if credentials else b""

@@ -1,58 +1,107 @@
-"""Batching publisher for one run's events: bursts of tokens go out in one pipelined write."""
+"""Publishing runs' events: every run's tokens, written for the whole worker in one pipelined
+write per few milliseconds, so N streaming runs cost one Redis round trip per window, not one per
+token."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from magent2.bus import Bus
+from magent2.bus import Bus, Publication
 from magent2.contracts import FINAL_EVENTS, StreamEvent
 
-COALESCE_S = 0.002  # what a token may wait for company before it is written
+COALESCE_S = 0.002  # what an event may wait for company before it is written
 
 
-class EventSink:
-    """`put` never waits on the network; a flusher task writes whatever has queued up since its
-    last write in one `publish_many`. From the first final event (`output`/`error`) on, nothing
-    more is flushed: `drain` stops the flusher and hands back what is unwritten, so the run's
-    outcome is only ever published by the fenced completion, atomically with the ack."""
+class EventWriter:
+    """The worker's one writer of run events. `put` never waits on the network; a flusher task
+    writes whatever all runs queued since its last write in one `publish_batch`. A failed write
+    is reported to each run that had events in it (at its next `put` or `drain`)."""
 
-    def __init__(self, bus: Bus, stream: str, *, ttl_s: int | None) -> None:
-        self.bus, self.stream, self.ttl_s = bus, stream, ttl_s
-        self._buffer: list[str] = []
-        self._held: list[str] = []  # the outcome and anything after it, kept for `drain`
+    def __init__(self, bus: Bus, *, coalesce_s: float = COALESCE_S) -> None:
+        self.bus, self.coalesce_s = bus, coalesce_s
+        self._pending: dict[str, tuple[list[str], int | None]] = {}
+        self._failed: dict[str, BaseException] = {}
         self._ready = asyncio.Event()
-        self._draining = False
-        self._flusher = asyncio.create_task(self._flush_forever(), name=f"events:{stream}")
+        self._writing: tuple[set[str], asyncio.Future[None]] | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
-    def put(self, event: StreamEvent) -> None:
-        if self._flusher.done():
-            self._flusher.result()  # surface a failed write to the run at once
-        if self._held or event.event in FINAL_EVENTS:
-            self._held.append(event.to_json())
-            return
-        self._buffer.append(event.to_json())
+    def sink(self, stream: str, *, ttl_s: int | None) -> EventSink:
+        return EventSink(self, stream, ttl_s=ttl_s)
+
+    def put(self, stream: str, payload: str, ttl_s: int | None) -> None:
+        self.raise_failure(stream)
+        self._pending.setdefault(stream, ([], ttl_s))[0].append(payload)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_forever(), name="events")
         self._ready.set()
+
+    def raise_failure(self, stream: str) -> None:
+        if (failure := self._failed.pop(stream, None)) is not None:
+            raise failure
+
+    async def take(self, stream: str) -> list[str]:
+        """What `stream` has queued and not yet written (no longer to be written by the flusher),
+        after any write of its earlier events has finished; re-raises that write's failure."""
+        rest, _ = self._pending.pop(stream, ([], None))
+        if self._writing is not None and stream in self._writing[0]:
+            await asyncio.shield(self._writing[1])
+        self.raise_failure(stream)
+        return rest
+
+    def discard(self, stream: str) -> None:
+        self._pending.pop(stream, None)
+        self._failed.pop(stream, None)
 
     async def _flush_forever(self) -> None:
         while True:
             await self._ready.wait()
-            # Coalesce for a moment: a burst of deltas becomes one write, and a run that ends
-            # within the window hands everything to `drain` (one write with the completion).
-            await asyncio.sleep(COALESCE_S)
+            # Coalesce for a moment: a burst becomes one write, and a run that ends within the
+            # window hands its last events to `take` (one write with its completion).
+            await asyncio.sleep(self.coalesce_s)
             self._ready.clear()
-            if self._draining:
-                return
-            batch, self._buffer = self._buffer, []
-            if batch:
-                await self.bus.publish_many(self.stream, batch, ttl_s=self.ttl_s)
+            batch, self._pending = self._pending, {}
+            if not batch:
+                continue
+            done = asyncio.get_running_loop().create_future()
+            self._writing = (set(batch), done)
+            try:
+                await self.bus.publish_batch([Publication(s, p, ttl) for s, (p, ttl) in batch.items()])
+            except Exception as exc:  # BusUnavailable above all: each run learns it at its next step
+                for stream in batch:
+                    self._failed[stream] = exc
+            finally:
+                self._writing = None
+                done.set_result(None)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+
+class EventSink:
+    """One run's events. From the first final event (`output`/`error`) on, nothing more goes to
+    the writer: `drain` hands back what is unwritten, so the run's outcome is only ever published
+    by the fenced completion, atomically with the ack."""
+
+    def __init__(self, writer: EventWriter, stream: str, *, ttl_s: int | None) -> None:
+        self.writer, self.stream, self.ttl_s = writer, stream, ttl_s
+        self._held: list[str] = []  # the outcome and anything after it, kept for `drain`
+
+    def put(self, event: StreamEvent) -> None:
+        if self._held or event.event in FINAL_EVENTS:
+            self.writer.raise_failure(self.stream)  # surface a failed write to the run at once
+            self._held.append(event.to_json())
+            return
+        self.writer.put(self.stream, event.to_json(), self.ttl_s)
 
     async def drain(self) -> list[str]:
         """Wait for a write in progress (re-raising its failure) and return what is left."""
-        self._draining = True
-        self._ready.set()
-        await self._flusher
-        rest, self._buffer, self._held = self._buffer + self._held, [], []
-        return rest
+        rest = await self.writer.take(self.stream)
+        held, self._held = self._held, []
+        return rest + held
 
     def abort(self) -> None:
-        self._flusher.cancel()
+        self.writer.discard(self.stream)

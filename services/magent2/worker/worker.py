@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
 from magent2.bus.api import parse_id
 from magent2.contracts import DeadLetter, ErrorEvent, MessageEnvelope, RunStartedEvent
-from magent2.worker.events import EventSink
+from magent2.worker.events import EventSink, EventWriter
 from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import RunFailed, Runner
 
@@ -83,6 +83,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.max_deliveries = max_deliveries
         self.events_ttl_s = events_ttl_s
+        self.events = EventWriter(bus)
         self.retry_backoff_s = retry_backoff_s
         self.forget_consumers_after_ms = int(forget_consumers_after_s * 1000)
         self._running = asyncio.Semaphore(concurrency)
@@ -114,6 +115,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await self._drain()
+            await self.events.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -292,7 +294,7 @@ class Worker:
 
     async def _process(self, message: BusMessage, envelope: MessageEnvelope) -> None:
         conversation = envelope.conversation_id
-        sink = EventSink(self.bus, self.keys.events(conversation), ttl_s=self.events_ttl_s)
+        sink = self.events.sink(self.keys.events(conversation), ttl_s=self.events_ttl_s)
         sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
         run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
         try:

@@ -12,16 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magent2.bus import LATEST, START
 from magent2.bus.delivery import deliver
-from magent2.contracts import CONVERSATION_ID_PATTERN, RECIPIENT_PATTERN, SENDER_PATTERN, MessageEnvelope
-from magent2.gateway.deps import (
-    Authorized,
-    BusDep,
-    DirectoryDep,
-    HubDep,
-    KeysDep,
-    MetricsDep,
-    SettingsDep,
+from magent2.contracts import (
+    CONVERSATION_ID_PATTERN,
+    RECIPIENT_PATTERN,
+    SENDER_PATTERN,
+    MessageEnvelope,
+    new_id,
+    utc_now,
 )
+from magent2.gateway.deps import Authorized, GatewayDep
 from magent2.gateway.sse import event_stream
 
 router = APIRouter(tags=["messages"], dependencies=Authorized)
@@ -71,33 +70,29 @@ def parse_cursor(cursor: str) -> str:
 
 
 @router.post("/send", status_code=202, response_model=SendResponse)
-async def send(
-    body: SendRequest,
-    request: Request,
-    bus: BusDep,
-    keys: KeysDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    directory: DirectoryDep,
-) -> JSONResponse:
+async def send(body: SendRequest, request: Request, gateway: GatewayDep) -> JSONResponse:
+    settings, keys = gateway.settings, gateway.keys
     agent = body.recipient.removeprefix("agent:")
-    if settings.check_recipients and not await directory.knows(agent):
-        known = ", ".join(await directory.known()) or "none yet (no worker has started)"
+    if settings.check_recipients and not await gateway.directory.knows(agent):
+        known = ", ".join(await gateway.directory.known()) or "none yet (no worker has started)"
         raise HTTPException(404, f"unknown agent {agent!r}; known agents: {known}")
     size = len(body.content.encode())
     if size > settings.max_content_bytes:
         raise HTTPException(413, f"content is {size} bytes; the limit is {settings.max_content_bytes}")
-    # SendRequest enforced the envelope's own constraints; build it without validating twice.
-    envelope = MessageEnvelope.model_construct(**body.model_dump(exclude_none=True))
+    # SendRequest enforced the envelope's own constraints; build it without validating twice (and
+    # with every field given: model_construct inspects each default factory's signature per call).
+    envelope = MessageEnvelope.model_construct(
+        **body.model_dump(exclude={"id"}), id=body.id or new_id(), created_at=utc_now()
+    )
     request.state.message_id = envelope.id  # named in a 503, so the client can retry safely
     cursor = await deliver(
-        bus,
+        gateway.bus,
         keys,
         envelope,
         events_ttl_s=settings.events_ttl_seconds,
         durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
     )
-    metrics.published.inc()
+    gateway.metrics.published.inc()
     # A plain JSONResponse: FastAPI would otherwise validate SendResponse a second time.
     reply = {
         "id": envelope.id,
@@ -116,27 +111,23 @@ async def send(
 )
 async def stream(
     conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN)],
-    bus: BusDep,
-    hub: HubDep,
-    keys: KeysDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
+    gateway: GatewayDep,
     last_id: Annotated[str | None, Query(description="Resume after this cursor; `$` for new only")] = None,
     max_events: Annotated[int | None, Query(ge=1, description="Close after this many events")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     cursor = parse_cursor(last_event_id or last_id or START)
-    events = keys.events(conversation_id)
+    events = gateway.keys.events(conversation_id)
     if cursor == LATEST:
-        cursor = await bus.last_id(events)
+        cursor = await gateway.bus.last_id(events)
     frames = event_stream(
-        bus,
-        hub,
+        gateway.bus,
+        gateway.hub,
         events,
         cursor,
         max_events=max_events,
-        heartbeat_s=settings.heartbeat_seconds,
-        metrics=metrics,
+        heartbeat_s=gateway.settings.heartbeat_seconds,
+        metrics=gateway.metrics,
     )
     return StreamingResponse(
         frames,

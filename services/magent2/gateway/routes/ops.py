@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from magent2.bus import BusUnavailable
-from magent2.gateway.deps import BusDep, MetricsDep
+from magent2.gateway.deps import GatewayDep
 
 router = APIRouter(tags=["ops"])
 
@@ -18,14 +18,14 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(bus: BusDep) -> JSONResponse:
+async def ready(gateway: GatewayDep) -> JSONResponse:
     try:
-        await bus.ping()
+        await gateway.bus.ping()
     except BusUnavailable as exc:
         return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def prometheus(metrics: MetricsDep) -> PlainTextResponse:
-    return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus(gateway: GatewayDep) -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
