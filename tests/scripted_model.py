@@ -3,6 +3,7 @@ deltas as a real model does, so tokens, tool calls and outputs flow through the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -32,10 +33,25 @@ def command_model(model_name: str = "scripted") -> CommandModel:
     return CommandModel()
 
 
+class SlowStreamingModel(TokenStreamingModel):
+    """TokenStreamingModel that waits before each text delta, as a model mid-answer does."""
+
+    def __init__(self, *args: Any, delay_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delay_s = delay_s
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
+        async for event in super().stream_response(*args, **kwargs):
+            if event.type == "response.output_text.delta":
+                await asyncio.sleep(self.delay_s)
+            yield event
+
+
 class CommandModel(Model):
     """A model that needs no script: a user message `call <tool> <json args>` becomes that tool
-    call; `pingpong` becomes chat_send of `pingpong` to the `peer=<name>` of its instructions; a
-    tool's output is answered `tool said: <output>`; anything else `you said: <text>`.
+    call; `pingpong` becomes chat_send of `pingpong` to the `peer=<name>` of its instructions;
+    `slow <n>` streams n words, 50 ms apart; a tool's output is answered `tool said: <output>`;
+    anything else `you said: <text>`.
     Each turn is played through the SDK's ScriptedModel, so the streams are the SDK's own."""
 
     @staticmethod
@@ -47,6 +63,8 @@ class CommandModel(Model):
         if text == "pingpong" and instructions and "peer=" in instructions:
             peer = instructions.split("peer=", 1)[1].split()[0]
             text = f'call chat_send {{"recipient": "{peer}", "content": "pingpong"}}'
+        if text.startswith("slow "):
+            return [assistant_message(" ".join(f"w{i}" for i in range(int(text.split()[1]))))]
         if text.startswith("call "):
             _, name, *rest = text.split(" ", 2)
             return [
@@ -62,9 +80,11 @@ class CommandModel(Model):
         )
 
     def stream_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        return TokenStreamingModel([self._step(input, system_instructions)]).stream_response(
-            system_instructions, input, *args, **kwargs
-        )
+        step = self._step(input, system_instructions)
+        last = input if isinstance(input, str) else input[-1]
+        slow = str(last if isinstance(last, str) else last.get("content", "")).startswith("slow ")
+        model = SlowStreamingModel([step], delay_s=0.05) if slow else TokenStreamingModel([step])
+        return model.stream_response(system_instructions, input, *args, **kwargs)
 
 
 def scripted_settings(**env: Any) -> Any:

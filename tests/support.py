@@ -240,11 +240,12 @@ async def conversation_events(bus: Any, conversation: str, *, prefix: str = "") 
 async def wait_for_outputs(
     bus: Any, conversation: str, count: int, timeout: float = 10.0, prefix: str = ""
 ) -> list[Any]:
-    """The conversation's events once `count` final (output or error) events are in it."""
+    """The conversation's events once `count` final (output, error or cancelled) events are in it."""
+    from magent2.contracts import FINAL_EVENTS
 
     async def enough() -> bool:
         events = await conversation_events(bus, conversation, prefix=prefix)
-        return sum(e.event in ("output", "error") for e in events) >= count
+        return sum(e.event in FINAL_EVENTS for e in events) >= count
 
     await eventually(enough, timeout=timeout, what=f"{count} final events in {conversation}")
     return await conversation_events(bus, conversation, prefix=prefix)

@@ -120,13 +120,52 @@ class ErrorEvent(_Event):
     message_id: str | None = None
 
 
+class CancelledEvent(_Event):
+    """A run stopped on request (POST /conversations/{id}/cancel, or `onNewMessage: interrupt`)."""
+
+    event: Literal["cancelled"] = "cancelled"
+    message_id: str
+    partial_text: str = ""
+    reason: str = ""
+
+
 StreamEvent = Annotated[
-    UserMessageEvent | RunStartedEvent | TokenEvent | ToolStepEvent | OutputEvent | ErrorEvent,
+    UserMessageEvent
+    | RunStartedEvent
+    | TokenEvent
+    | ToolStepEvent
+    | OutputEvent
+    | ErrorEvent
+    | CancelledEvent,
     Field(discriminator="event"),
 ]
 stream_event_adapter: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
 
-FINAL_EVENTS = frozenset({"output", "error"})
+# The outcome of a message: exactly one of these per message, published with its completion.
+FINAL_EVENTS = frozenset({"output", "error", "cancelled"})
+
+
+# --- run control -------------------------------------------------------------------------------
+
+# What a message sent while its conversation's previous one still runs does: wait its turn
+# (enqueue), is refused with 409 (reject), or stops the running one and runs next (interrupt).
+OnNewMessage = Literal["enqueue", "reject", "interrupt"]
+
+
+class ControlCommand(_Wire):
+    """An entry of `control:{agent}`, read by every worker of the agent."""
+
+    command: Literal["cancel"]
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+    reason: str = ""
+    until_id: str | None = None  # only a run of an inbox entry older than this one
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class AgentCard(_Wire):
+    """What workers tell the gateway about their agent (`agent:{name}`, written at start)."""
+
+    on_new_message: OnNewMessage = "enqueue"
 
 
 def parse_event(data: str | bytes) -> StreamEvent:
@@ -255,6 +294,7 @@ class AgentSpec(_CamelSpec):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     service_account_name: str | None = None
     paused: bool = False
+    on_new_message: OnNewMessage = "enqueue"
 
     @model_validator(mode="after")
     def _instructions_once(self) -> AgentSpec:

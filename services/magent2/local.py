@@ -38,6 +38,7 @@ def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSett
         "agent_max_turns": spec.model_settings.max_turns,
         "agent_temperature": spec.model_settings.temperature,
         "agent_concurrency": spec.concurrency,
+        "agent_on_new_message": spec.on_new_message,
     }
     if spec.instructions is not None:
         overrides["agent_instructions"] = spec.instructions

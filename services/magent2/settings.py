@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from magent2.contracts import AGENT_NAME_PATTERN, McpServer, describe_tools, unknown_tools
+from magent2.contracts import AGENT_NAME_PATTERN, McpServer, OnNewMessage, describe_tools, unknown_tools
 
 _SENSITIVE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|URL", re.IGNORECASE)
 
@@ -69,6 +69,7 @@ class WorkerSettings(BusSettings):
     agent_max_turns: int = Field(default=10, alias="AGENT_MAX_TURNS", ge=1, le=100)
     agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
     agent_concurrency: int = Field(default=32, alias="AGENT_CONCURRENCY", ge=1, le=256)
+    agent_on_new_message: OnNewMessage = Field(default="enqueue", alias="AGENT_ON_NEW_MESSAGE")
     agent_model_factory: str | None = Field(
         default=None, alias="AGENT_MODEL_FACTORY", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from magent2.bus import LATEST, START, Bus, Publication
+import pytest
+
+from magent2.bus import LATEST, START, Bus, ConversationBusy, Publication
 from magent2.bus.api import parse_id
 
 S = "stream:test"
@@ -35,6 +37,36 @@ async def test_publish_batch_appends_to_each_stream_in_order(bus: Bus) -> None:
     )
     assert [m.payload for m in await bus.read(S)] == ["a1", "a2", "a3"]
     assert [m.payload for m in await bus.read("stream:other")] == ["b1"]
+
+
+async def test_only_if_idle_refuses_while_an_earlier_message_is_unfinished(bus: Bus) -> None:
+    inbox, announce = "chat:idle", Publication("stream:idle", ["hello"])
+    await bus.ensure_group(inbox, "g")
+    _, first = await bus.publish_after(announce, inbox, "m1", order_key="c1", token="t1", only_if_idle=True)
+    assert await bus.unfinished(inbox, "c1") == 1
+    with pytest.raises(ConversationBusy):
+        await bus.publish_after(announce, inbox, "m2", order_key="c1", token="t2", only_if_idle=True)
+    # a retry of the accepted one is not refused; another conversation is not busy
+    assert (await bus.publish_after(announce, inbox, "m1", order_key="c1", token="t1", only_if_idle=True))[
+        1
+    ] == first
+    await bus.publish_after(announce, inbox, "m3", order_key="c2", token="t3", only_if_idle=True)
+    [message, _] = await bus.consume(inbox, "g", "me", count=10, block_ms=100)
+    assert (
+        await bus.admit(inbox, "g", "me", message.id, order_key="c1", token="t1", max_deliveries=5) == "run"
+    )
+    await bus.complete(inbox, "g", "me", message.id, order_key="c1", done_token="t1")
+    assert await bus.unfinished(inbox, "c1") == 0
+    await bus.publish_after(announce, inbox, "m2", order_key="c1", token="t2", only_if_idle=True)
+
+
+async def test_values_are_kept_and_expire(bus: Bus) -> None:
+    assert await bus.get_value("agent:x") is None
+    await bus.put_value("agent:x", '{"on_new_message": "reject"}')
+    assert await bus.get_value("agent:x") == '{"on_new_message": "reject"}'
+    await bus.put_value("agent:short", "v", ttl_s=1)
+    await asyncio.sleep(1.2)
+    assert await bus.get_value("agent:short") is None
 
 
 async def test_read_count_limits_batch(bus: Bus) -> None:

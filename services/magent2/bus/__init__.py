@@ -1,4 +1,14 @@
-from magent2.bus.api import LATEST, START, Admission, Bus, BusMessage, BusUnavailable, Keys, Publication
+from magent2.bus.api import (
+    LATEST,
+    START,
+    Admission,
+    Bus,
+    BusMessage,
+    BusUnavailable,
+    ConversationBusy,
+    Keys,
+    Publication,
+)
 from magent2.bus.memory import InMemoryBus
 from magent2.bus.redis import RedisStreamsBus
 
@@ -9,6 +19,7 @@ __all__ = [
     "Bus",
     "BusMessage",
     "BusUnavailable",
+    "ConversationBusy",
     "InMemoryBus",
     "Keys",
     "Publication",

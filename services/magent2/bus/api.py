@@ -15,6 +15,10 @@ START = "0-0"  # read from the beginning of a stream
 LATEST = "$"  # read only entries added after the call
 
 
+class ConversationBusy(RuntimeError):
+    """`publish_after(..., only_if_idle=True)`: an earlier message of the conversation is unfinished."""
+
+
 class BusUnavailable(RuntimeError):
     """The backing store cannot be reached; the operation may be retried.
 
@@ -46,6 +50,9 @@ class Keys:
 
     def control(self, agent: str) -> str:
         return f"{self.prefix}control:{agent}"
+
+    def agent_card(self, agent: str) -> str:
+        return f"{self.prefix}agent:{agent}"
 
     def dead_letters(self, agent: str) -> str:
         return f"{self.prefix}dlq:{agent}"
@@ -100,6 +107,18 @@ class Bus(ABC):
         """Append several entries in one round trip (token bursts)."""
 
     @abstractmethod
+    async def unfinished(self, stream: str, order_key: str) -> int:
+        """How many entries under `order_key` are accepted and not yet completed."""
+
+    @abstractmethod
+    async def put_value(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
+        """A small value under `key` (agent cards)."""
+
+    @abstractmethod
+    async def get_value(self, key: str) -> str | None:
+        """The value under `key`, or None."""
+
+    @abstractmethod
     async def publish_batch(self, publications: Sequence[Publication]) -> None:
         """Append to several streams in one round trip, each publication's entries in order
         (not atomic: a worker's token writes for all its runs at once)."""
@@ -115,9 +134,12 @@ class Bus(ABC):
         token: str | None = None,
         token_ttl_s: int = 86_400,
         durable_timeout_ms: int | None = None,
+        only_if_idle: bool = False,
     ) -> tuple[list[str], str]:
         """Atomically append `first`'s entries, then one entry to `stream` ordered under
-        `order_key`; return both ids. The gateway announces a message and enqueues it this way,
+        `order_key`; return both ids. With `only_if_idle`, raise `ConversationBusy` instead while
+        an earlier entry under `order_key` is unfinished (a retry of an accepted one still returns
+        its ids). The gateway announces a message and enqueues it this way,
         so the announcement is never published without the message, nor after its replies.
         With `token`, a second call with the same token (within `token_ttl_s`) publishes nothing
         and returns the first call's ids: retrying an acceptance is safe. With

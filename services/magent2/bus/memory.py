@@ -17,6 +17,7 @@ from magent2.bus.api import (
     Bus,
     BusMessage,
     Completion,
+    ConversationBusy,
     Publication,
     parse_id,
 )
@@ -50,6 +51,11 @@ class _Stream:
     groups: dict[str, _Group] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
+    @property
+    def exists(self) -> bool:
+        """As in Redis: written to once, or given a group (a blocking reader's wait creates none)."""
+        return self.last != (0, 0) or bool(self.groups)
+
     def after(self, cursor: _Id, count: int) -> list[BusMessage]:
         start = bisect.bisect_right(self.ids, cursor)
         return self.entries[start : start + count]
@@ -77,6 +83,7 @@ class InMemoryBus(Bus):
         self.maxlen = maxlen
         self._streams: dict[str, _Stream] = {}
         self._order: dict[tuple[str, str], list[str]] = {}
+        self._values: dict[str, tuple[float | None, str]] = {}
         self._done: dict[tuple[str, str], float] = {}
         self._accepted: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._any_change = asyncio.Condition()  # for read_many over many streams
@@ -125,12 +132,15 @@ class InMemoryBus(Bus):
         token: str | None = None,
         token_ttl_s: int = 86_400,
         durable_timeout_ms: int | None = None,
+        only_if_idle: bool = False,
     ) -> tuple[list[str], str]:
         now = time.monotonic()
         if token is not None:
             seen = self._accepted.get((stream, token))
             if seen is not None and seen[0] > now:
                 return seen[1][:-1], seen[1][-1]
+        if only_if_idle and await self.unfinished(stream, order_key):
+            raise ConversationBusy(f"an earlier message under {order_key!r} is unfinished")
         first_ids = await self.publish_many(first.stream, first.payloads)
         message_id = await self.publish(stream, payload, order_key=order_key)
         if token is not None:
@@ -145,6 +155,16 @@ class InMemoryBus(Bus):
         ids = [self._append(target, payload) for payload in payloads]
         await self._notify(target)
         return ids
+
+    async def unfinished(self, stream: str, order_key: str) -> int:
+        return len(self._order.get((stream, order_key), []))
+
+    async def put_value(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
+        self._values[key] = (None if ttl_s is None else time.monotonic() + ttl_s, value)
+
+    async def get_value(self, key: str) -> str | None:
+        expires, value = self._values.get(key, (None, None))
+        return None if expires is not None and expires < time.monotonic() else value
 
     async def publish_batch(self, publications: Sequence[Publication]) -> None:
         for publication in publications:
@@ -193,7 +213,7 @@ class InMemoryBus(Bus):
         return f"{last[0]}-{last[1]}"
 
     async def exists(self, stream: str) -> bool:
-        return stream in self._streams
+        return stream in self._streams and self._streams[stream].exists
 
     async def length(self, stream: str) -> int:
         return len(self._streams[stream].entries) if stream in self._streams else 0
@@ -210,7 +230,7 @@ class InMemoryBus(Bus):
         return removed
 
     async def streams(self, prefix: str) -> list[str]:
-        return sorted(name for name in self._streams if name.startswith(prefix))
+        return sorted(name for name, s in self._streams.items() if name.startswith(prefix) and s.exists)
 
     # -- consumer groups --
     async def ensure_group(self, stream: str, group: str) -> None:

@@ -22,6 +22,7 @@ from magent2.bus.api import (
     BusMessage,
     BusUnavailable,
     Completion,
+    ConversationBusy,
     Publication,
 )
 
@@ -35,9 +36,11 @@ return id
 """
 
 # KEYS: first stream, stream, order list, accepted marker.
-# ARGV: maxlen, ttl ('' for none), payload, marker ttl ('' for no de-duplication), first payloads...
+# ARGV: maxlen, ttl ('' for none), payload, marker ttl ('' for no de-duplication),
+# only if idle ('1' or ''), first payloads...
 # A second call with the same marker returns the first call's ids and publishes nothing; it
 # still writes (EXPIRE), so a WAITAOF after it also waits for the first call's write to be fsynced.
+# Only if idle: 'busy' (nothing written) while the order list holds an unfinished entry.
 _PUBLISH_AFTER = """
 if ARGV[4] ~= '' then
   local seen = redis.call('GET', KEYS[4])
@@ -46,8 +49,9 @@ if ARGV[4] ~= '' then
     return cjson.decode(seen)
   end
 end
+if ARGV[5] == '1' and redis.call('LLEN', KEYS[3]) > 0 then return 'busy' end
 local ids = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
 end
 if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
@@ -234,11 +238,12 @@ class RedisStreamsBus(Bus):
         token: str | None = None,
         token_ttl_s: int = 86_400,
         durable_timeout_ms: int | None = None,
+        only_if_idle: bool = False,
     ) -> tuple[list[str], str]:
         ttl = "" if first.ttl_s is None else str(first.ttl_s)
         keys = [first.stream, stream, order_list_key(stream, order_key), accepted_key(stream, token or "")]
         args: list[str | int] = [self.maxlen, ttl, payload, "" if token is None else token_ttl_s]
-        args += first.payloads
+        args += ["1" if only_if_idle else "", *first.payloads]
         async with _unavailable_on_connection_errors():
             if durable_timeout_ms is None:
                 ids = await self._publish_after(keys=keys, args=args)
@@ -248,11 +253,26 @@ class RedisStreamsBus(Bus):
                     await self._publish_after(keys=keys, args=args, client=pipe)
                     pipe.execute_command("WAITAOF", 1, 0, durable_timeout_ms)
                     ids, (fsynced, _) = await pipe.execute()
-                if not fsynced:
+                if not fsynced and ids != b"busy" and ids != "busy":
                     raise BusUnavailable(
                         f"the message was written but not fsynced to the AOF within {durable_timeout_ms} ms"
                     )
+        if ids in ("busy", b"busy"):
+            raise ConversationBusy(f"an earlier message under {order_key!r} is unfinished")
         return [str(i) for i in ids[:-1]], str(ids[-1])
+
+    async def unfinished(self, stream: str, order_key: str) -> int:
+        async with _unavailable_on_connection_errors():
+            return int(await self.redis.llen(order_list_key(stream, order_key)))
+
+    async def put_value(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
+        async with _unavailable_on_connection_errors():
+            await self.redis.set(key, value, ex=ttl_s)
+
+    async def get_value(self, key: str) -> str | None:
+        async with _unavailable_on_connection_errors():
+            value = await self.redis.get(key)
+        return None if value is None else str(value)
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -20,7 +21,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 log = logging.getLogger("magent2.client")
-OK, AGENT_ERROR, TIMEOUT, SEND_FAILED, STREAM_FAILED, USAGE = 0, 1, 2, 3, 4, 5
+OK, AGENT_ERROR, TIMEOUT, SEND_FAILED, STREAM_FAILED, USAGE, CANCELLED = 0, 1, 2, 3, 4, 5, 6
 DEFAULT_BASE_URL = "http://localhost:8000"
 
 
@@ -62,6 +63,10 @@ def build_parser(prog: str = "magent2 client") -> argparse.ArgumentParser:
     parser.add_argument("--max-events", type=int, help="stop after this many events")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+# A message's outcome: the last event of its reply, and the exit code it means.
+FINAL = {"output": OK, "error": AGENT_ERROR, "cancelled": CANCELLED}
 
 
 class ClientFailure(Exception):
@@ -110,6 +115,18 @@ class Client:
                 await asyncio.sleep(0.25 * 2 ** (attempt - 1))
         raise ClientFailure(SEND_FAILED, f"send failed: {failure}")
 
+    async def cancel(self, http: httpx.AsyncClient, conversation_id: str) -> str:
+        """Ask the gateway to stop the conversation's running run; what it answered."""
+        try:
+            response = await http.post(
+                f"{self.base_url}/conversations/{conversation_id}/cancel",
+                json={"agent": self.agent, "reason": "cancelled from the client"},
+                headers=self._headers(),
+            )
+        except httpx.HTTPError as exc:
+            return f"cancel failed: {exc}"
+        return "cancelling …" if response.status_code == 202 else f"cancel: {response.json().get('detail')}"
+
     async def reply(
         self,
         http: httpx.AsyncClient,
@@ -144,8 +161,8 @@ class Client:
                     event = json.loads(sse.data)
                     seen += 1
                     out.event(event)
-                    if event["event"] in ("output", "error") or (max_events and seen >= max_events):
-                        return AGENT_ERROR if event["event"] == "error" else OK
+                    if event["event"] in FINAL or (max_events and seen >= max_events):
+                        return FINAL.get(event["event"], OK)
         except (httpx.HTTPError, SSEError) as exc:
             raise ClientFailure(STREAM_FAILED, f"stream failed: {exc}") from exc
         return OK if max_events and seen >= max_events else STREAM_FAILED
@@ -174,6 +191,9 @@ class Renderer:
                 self.out.write(event["text"])
             self.out.write("\n")
             self.streamed = False
+        elif kind == "cancelled":
+            self.err.write("\n[cancelled]\n")
+            self.streamed = False
         elif kind == "error":
             self.err.write(f"\nerror: {event['message']}{' (retryable)' if event.get('retryable') else ''}\n")
         self.out.flush()
@@ -189,11 +209,33 @@ class Renderer:
         self.err.flush()
 
 
-async def one_message(client: Client, args: argparse.Namespace, conversation_id: str, content: str) -> int:
+async def one_message(
+    client: Client,
+    args: argparse.Namespace,
+    conversation_id: str,
+    content: str,
+    *,
+    ctrl_c_cancels: bool = False,
+) -> int:
+    """Send and stream the reply. `ctrl_c_cancels`: Ctrl-C stops the agent's run, not this program
+    (the reply then ends with `cancelled`)."""
     renderer = Renderer(quiet=args.quiet, as_json=args.json)
     timeout = httpx.Timeout(10.0, read=None)
     async with httpx.AsyncClient(timeout=timeout) as http:
         sent = await client.send(http, conversation_id, content)
+        if ctrl_c_cancels:
+            loop = asyncio.get_running_loop()
+            chores: set[asyncio.Task[None]] = set()
+
+            async def cancel() -> None:
+                print(await client.cancel(http, conversation_id), file=sys.stderr)
+
+            def on_ctrl_c() -> None:
+                chore = asyncio.create_task(cancel())
+                chores.add(chore)
+                chore.add_done_callback(chores.discard)
+
+            loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
         try:
             return await asyncio.wait_for(
                 client.reply(http, conversation_id, sent["cursor"], out=renderer, max_events=args.max_events),
@@ -203,10 +245,16 @@ async def one_message(client: Client, args: argparse.Namespace, conversation_id:
             raise ClientFailure(
                 TIMEOUT, f"timed out after {args.timeout:g}s waiting for {client.agent}"
             ) from None
+        finally:
+            if ctrl_c_cancels:
+                loop.remove_signal_handler(signal.SIGINT)
 
 
 async def interactive(client: Client, args: argparse.Namespace, conversation_id: str) -> int:
-    print(f"chatting with {client.agent} in {conversation_id} (Ctrl-D or /quit to leave)", file=sys.stderr)
+    print(
+        f"chatting with {client.agent} in {conversation_id} (Ctrl-C stops a reply; Ctrl-D or /quit to leave)",
+        file=sys.stderr,
+    )
     loop = asyncio.get_running_loop()
     status = OK
     while True:
@@ -221,7 +269,7 @@ async def interactive(client: Client, args: argparse.Namespace, conversation_id:
             continue
         sys.stdout.write(f"{client.agent}> ")
         try:
-            status = await one_message(client, args, conversation_id, line)
+            status = await one_message(client, args, conversation_id, line, ctrl_c_cancels=True)
         except ClientFailure as failure:
             print(failure, file=sys.stderr)
             status = failure.code

@@ -13,11 +13,12 @@ from fastapi.responses import JSONResponse
 from magent2 import __version__
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.bus.build import build_bus
+from magent2.control.policy import AgentCards
 from magent2.gateway.deps import Gateway
 from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics, RequestCounter
-from magent2.gateway.routes import agents, messages, ops
+from magent2.gateway.routes import agents, control, messages, ops
 from magent2.settings import GatewaySettings
 
 
@@ -60,11 +61,12 @@ def create_app(
         metrics=metrics,
         hub=hub,
         directory=AgentDirectory(the_bus, keys, fixed=known_agents),
+        cards=AgentCards(the_bus, keys),
         tokens=[token.encode() for token in settings.api_tokens],
     )
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(BusUnavailable, _bus_unavailable)  # type: ignore[arg-type]
-    for module in (messages, agents, ops):
+    for module in (messages, control, agents, ops):
         app.include_router(module.router)
     return app
 

@@ -12,6 +12,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from magent2.bus import Bus, Keys
+from magent2.control.policy import AgentCards
 from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics
@@ -31,6 +32,7 @@ class Gateway:
     metrics: GatewayMetrics
     hub: StreamHub
     directory: AgentDirectory
+    cards: AgentCards
     tokens: list[bytes] = field(default_factory=list)
 
 

@@ -55,7 +55,7 @@ class Chat:
             content=content,
             metadata={HOPS: hops, "origin_message_id": current.id if current else None},
         )
-        cursor = await deliver(self.bus, self.keys, envelope, events_ttl_s=self.events_ttl_s)
+        cursor, _ = await deliver(self.bus, self.keys, envelope, events_ttl_s=self.events_ttl_s)
         result: dict[str, Any] = {
             "sent": True,
             "message_id": envelope.id,

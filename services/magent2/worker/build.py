@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from magent2.bus import Bus, Keys, RedisStreamsBus
+from magent2.contracts import AgentCard
 from magent2.settings import WorkerSettings
 from magent2.worker.runner import EchoRunner, Runner
 from magent2.worker.worker import Worker
@@ -88,4 +89,5 @@ def build_worker(settings: WorkerSettings, bus: Bus, runner: Runner) -> Worker:
         max_attempts=settings.max_attempts,
         max_deliveries=settings.max_deliveries,
         events_ttl_s=settings.events_ttl_seconds,
+        card=AgentCard(on_new_message=settings.agent_on_new_message),
     )

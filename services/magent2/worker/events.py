@@ -89,8 +89,16 @@ class EventSink:
     def __init__(self, writer: EventWriter, stream: str, *, ttl_s: int | None) -> None:
         self.writer, self.stream, self.ttl_s = writer, stream, ttl_s
         self._held: list[str] = []  # the outcome and anything after it, kept for `drain`
+        self._tokens: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text streamed so far (what a cancelled run had said)."""
+        return "".join(self._tokens)
 
     def put(self, event: StreamEvent) -> None:
+        if event.event == "token":
+            self._tokens.append(event.text)
         if self._held or event.event in FINAL_EVENTS:
             self.writer.raise_failure(self.stream)  # surface a failed write to the run at once
             self._held.append(event.to_json())

@@ -115,6 +115,9 @@ class AgentsSdkRunner:
             raise RunFailed(f"model unavailable: {exc}", retryable=True) from exc
         except (openai.APIError, ModelBehaviorError, AgentsException) as exc:
             raise RunFailed(f"model error: {exc}", retryable=False) from exc
+        finally:
+            if not result.is_complete:  # we stopped early (cancelled): so does the model call
+                result.cancel()
         usage = result.context_wrapper.usage
         yield OutputEvent(
             conversation_id=conversation,

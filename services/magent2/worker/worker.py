@@ -21,7 +21,18 @@ from pydantic import ValidationError
 
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
 from magent2.bus.api import parse_id
-from magent2.contracts import DeadLetter, ErrorEvent, MessageEnvelope, RunStartedEvent
+from magent2.contracts import (
+    AgentCard,
+    CancelledEvent,
+    ControlCommand,
+    DeadLetter,
+    ErrorEvent,
+    MessageEnvelope,
+    RunStartedEvent,
+)
+from magent2.control.cancel import Cancellations
+from magent2.control.listener import listen
+from magent2.control.policy import publish_card
 from magent2.worker.events import EventSink, EventWriter
 from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import RunFailed, Runner
@@ -70,12 +81,15 @@ class Worker:
         retry_backoff_s: float = 0.5,
         forget_consumers_after_s: float = 3600,
         metrics: WorkerMetrics | None = None,
+        card: AgentCard | None = None,
     ) -> None:
         self.bus, self.runner, self.agent_name = bus, runner, agent_name
         self.keys = keys or Keys()
         self.inbox = self.keys.inbox(agent_name)
         self.dead_letters = self.keys.dead_letters(agent_name)
         self.metrics = metrics or WorkerMetrics()
+        self.card = card or AgentCard()
+        self.cancellations = Cancellations()
         self.consumer = consumer or consumer_name()
         self.concurrency = concurrency
         self.visibility_ms = int(visibility_timeout_s * 1000)
@@ -104,10 +118,13 @@ class Worker:
         except BusUnavailable as exc:  # stopped before Redis ever answered
             log.warning("worker %s stopped before reaching Redis: %s", self.consumer, exc)
             return
+        with contextlib.suppress(BusUnavailable):  # the gateway falls back to the defaults
+            await publish_card(self.bus, self.keys, self.agent_name, self.card)
         log.info("worker %s consuming %s (concurrency %d)", self.consumer, self.inbox, self.concurrency)
         background = [
             asyncio.create_task(self._renew_leases(), name="leases"),
             asyncio.create_task(self._reclaim_forever(), name="reclaim"),
+            asyncio.create_task(listen(self.bus, self.keys, self.agent_name, self._control), name="control"),
         ]
         try:
             await self._consume_forever()
@@ -116,6 +133,10 @@ class Worker:
                 task.cancel()
             await self._drain()
             await self.events.close()
+
+    def _control(self, command: ControlCommand) -> None:
+        if self.cancellations.apply(command):
+            log.info("cancelling the run of %s on request", command.conversation_id)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -297,16 +318,24 @@ class Worker:
         sink = self.events.sink(self.keys.events(conversation), ttl_s=self.events_ttl_s)
         sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
         run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
+        self.cancellations.started(conversation, message.id, run)
         try:
             await run
             last_events = await sink.drain()
         except asyncio.CancelledError:
-            sink.abort()
             current = asyncio.current_task()
-            if message.id in self._lost and not (current and current.cancelling()):
-                return  # taken over: the new holder publishes the outcome
-            await self._hand_back([message.id])
-            raise
+            stopping = bool(current and current.cancelling())  # this worker is being stopped
+            cancelled = self.cancellations.ended(conversation, message.id)
+            if cancelled is not None and message.id not in self._lost and not stopping:
+                # Stopped on request: that is its outcome, published like any other.
+                sink.put(self._cancelled(envelope, sink.text, cancelled))
+                last_events = await sink.drain()
+            else:
+                sink.abort()
+                if message.id in self._lost and not stopping:
+                    return  # taken over: the new holder publishes the outcome
+                await self._hand_back([message.id])
+                raise
         except BusUnavailable as exc:
             # Could not publish: leave the message pending; it is retried after the lease lapses.
             sink.abort()
@@ -315,6 +344,7 @@ class Worker:
         finally:
             del self._runs[message.id]
             self._lost.discard(message.id)
+            self.cancellations.ended(conversation, message.id)
         await self._complete(
             message, envelope, done=True, publish=[Publication(sink.stream, last_events, sink.ttl_s)]
         )
@@ -341,6 +371,15 @@ class Worker:
                 log.exception("message %s failed", envelope.id)
                 sink.put(self._error(envelope, f"{type(exc).__name__}: {exc}", retryable=False))
                 return
+
+    @staticmethod
+    def _cancelled(envelope: MessageEnvelope, partial_text: str, reason: str) -> CancelledEvent:
+        return CancelledEvent(
+            conversation_id=envelope.conversation_id,
+            message_id=envelope.id,
+            partial_text=partial_text,
+            reason=reason,
+        )
 
     @staticmethod
     def _error(envelope: MessageEnvelope, text: str, *, retryable: bool) -> ErrorEvent:

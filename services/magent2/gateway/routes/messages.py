@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from magent2.bus import LATEST, START
+from magent2.bus import LATEST, START, ConversationBusy
 from magent2.bus.delivery import deliver
 from magent2.contracts import (
     CONVERSATION_ID_PATTERN,
@@ -20,6 +20,7 @@ from magent2.contracts import (
     new_id,
     utc_now,
 )
+from magent2.control.cancel import request_cancel
 from magent2.gateway.deps import Authorized, GatewayDep
 from magent2.gateway.sse import event_stream
 
@@ -85,13 +86,31 @@ async def send(body: SendRequest, request: Request, gateway: GatewayDep) -> JSON
         **body.model_dump(exclude={"id"}), id=body.id or new_id(), created_at=utc_now()
     )
     request.state.message_id = envelope.id  # named in a 503, so the client can retry safely
-    cursor = await deliver(
-        gateway.bus,
-        keys,
-        envelope,
-        events_ttl_s=settings.events_ttl_seconds,
-        durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
-    )
+    policy = (await gateway.cards.get(agent)).on_new_message
+    try:
+        cursor, inbox_id = await deliver(
+            gateway.bus,
+            keys,
+            envelope,
+            events_ttl_s=settings.events_ttl_seconds,
+            durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
+            only_if_idle=policy == "reject",
+        )
+    except ConversationBusy:
+        raise HTTPException(
+            409,
+            f"a message of conversation {envelope.conversation_id!r} is still running and {agent} "
+            "rejects new ones meanwhile (onNewMessage: reject); wait for its outcome, or cancel it",
+        ) from None
+    if policy == "interrupt":
+        await request_cancel(
+            gateway.bus,
+            keys,
+            agent,
+            envelope.conversation_id,
+            reason=f"interrupted by message {envelope.id}",
+            until_id=inbox_id,
+        )
     gateway.metrics.published.inc()
     # A plain JSONResponse: FastAPI would otherwise validate SendResponse a second time.
     reply = {
