@@ -63,6 +63,9 @@ def worker_config(name: str, spec: AgentSpec) -> dict[str, str]:
         "AGENT_MAX_TURNS": str(spec.model_settings.max_turns),
         "AGENT_CONCURRENCY": str(spec.concurrency),
         "AGENT_ON_NEW_MESSAGE": spec.on_new_message,
+        "AGENT_APPROVAL_TOOLS": ",".join(spec.approval.tools),
+        "AGENT_APPROVAL_TIMEOUT_SECONDS": str(spec.approval.timeout_seconds),
+        "AGENT_APPROVAL_ON_TIMEOUT": spec.approval.on_timeout,
         "AGENT_REQUIRE_EXPLICIT_TOOLS": "1",
         "AGENT_TOOLS": ",".join(spec.tools) if spec.tools is not None else "",
         "AGENT_MCP_SERVERS": json.dumps(

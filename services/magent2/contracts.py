@@ -129,6 +129,26 @@ class CancelledEvent(_Event):
     reason: str = ""
 
 
+class ApprovalRequiredEvent(_Event):
+    """A tool call waits for a person's decision; the run holds no worker meanwhile."""
+
+    event: Literal["approval_required"] = "approval_required"
+    message_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)  # redacted
+    expires_at: datetime
+
+
+class ApprovalResolvedEvent(_Event):
+    event: Literal["approval_resolved"] = "approval_resolved"
+    message_id: str
+    call_id: str
+    decision: Literal["approve", "reject"]
+    reason: str = ""
+    by: Literal["user", "timeout"] = "user"
+
+
 StreamEvent = Annotated[
     UserMessageEvent
     | RunStartedEvent
@@ -136,7 +156,9 @@ StreamEvent = Annotated[
     | ToolStepEvent
     | OutputEvent
     | ErrorEvent
-    | CancelledEvent,
+    | CancelledEvent
+    | ApprovalRequiredEvent
+    | ApprovalResolvedEvent,
     Field(discriminator="event"),
 ]
 stream_event_adapter: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
@@ -160,6 +182,38 @@ class ControlCommand(_Wire):
     reason: str = ""
     until_id: str | None = None  # only a run of an inbox entry older than this one
     created_at: datetime = Field(default_factory=utc_now)
+
+
+Decision = Literal["approve", "reject"]
+
+
+class ApprovalCall(_Wire):
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)  # redacted
+
+
+class DecisionRecord(_Wire):
+    decision: Decision
+    reason: str = ""
+    by: Literal["user", "timeout"] = "user"
+
+
+class PendingApproval(_Wire):
+    """`approval:{conversation_id}`: a run paused for approval, with everything to resume it on
+    any worker once every call is decided (the decision script enqueues `resume` then)."""
+
+    agent: str
+    conversation_id: str
+    message_id: str  # the envelope's id; the resumed run's events carry it too
+    inbox_id: str  # the parked inbox entry, which still holds the conversation's turn
+    calls: list[ApprovalCall]
+    state: str  # the SDK's serialized RunState
+    expires_at: datetime
+    on_timeout: Decision = "reject"
+    decisions: dict[str, DecisionRecord] = Field(default_factory=dict)
+    resume: str  # the inbox entry (a MessageEnvelope of type `control`) that continues the run
+    resumed: str | None = None  # its inbox id, once enqueued
 
 
 class AgentCard(_Wire):
@@ -261,6 +315,15 @@ class McpServer(_CamelSpec):
         return self
 
 
+class ApprovalSpec(_CamelSpec):
+    """Tool calls a person must approve: tool names as the model sees them (`terminal`,
+    `todo_add`, ...) or `mcp:<server>/<tool>`."""
+
+    tools: list[str] = Field(default_factory=list)
+    timeout_seconds: int = Field(default=300, ge=1, le=7 * 86_400)
+    on_timeout: Literal["approve", "reject"] = "reject"
+
+
 class ModelSettingsSpec(_CamelSpec):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -295,6 +358,7 @@ class AgentSpec(_CamelSpec):
     service_account_name: str | None = None
     paused: bool = False
     on_new_message: OnNewMessage = "enqueue"
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
 
     @model_validator(mode="after")
     def _instructions_once(self) -> AgentSpec:

@@ -39,6 +39,9 @@ def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSett
         "agent_temperature": spec.model_settings.temperature,
         "agent_concurrency": spec.concurrency,
         "agent_on_new_message": spec.on_new_message,
+        "agent_approval_tools": spec.approval.tools,
+        "agent_approval_timeout_seconds": spec.approval.timeout_seconds,
+        "agent_approval_on_timeout": spec.approval.on_timeout,
     }
     if spec.instructions is not None:
         overrides["agent_instructions"] = spec.instructions

@@ -12,7 +12,14 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from magent2.contracts import AGENT_NAME_PATTERN, McpServer, OnNewMessage, describe_tools, unknown_tools
+from magent2.contracts import (
+    AGENT_NAME_PATTERN,
+    Decision,
+    McpServer,
+    OnNewMessage,
+    describe_tools,
+    unknown_tools,
+)
 
 _SENSITIVE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|URL", re.IGNORECASE)
 
@@ -70,6 +77,12 @@ class WorkerSettings(BusSettings):
     agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
     agent_concurrency: int = Field(default=32, alias="AGENT_CONCURRENCY", ge=1, le=256)
     agent_on_new_message: OnNewMessage = Field(default="enqueue", alias="AGENT_ON_NEW_MESSAGE")
+    # tool calls a person approves first: tool names, or mcp:<server>/<tool>
+    agent_approval_tools: CsvList = Field(default_factory=list, alias="AGENT_APPROVAL_TOOLS")
+    agent_approval_timeout_seconds: int = Field(
+        default=300, alias="AGENT_APPROVAL_TIMEOUT_SECONDS", ge=1, le=7 * 86_400
+    )
+    agent_approval_on_timeout: Decision = Field(default="reject", alias="AGENT_APPROVAL_ON_TIMEOUT")
     agent_model_factory: str | None = Field(
         default=None, alias="AGENT_MODEL_FACTORY", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from magent2.bus import LATEST, START, Bus, ConversationBusy, Publication
-from magent2.bus.api import parse_id
+from magent2.bus.api import Parking, parse_id
 
 S = "stream:test"
 G = "workers"
@@ -356,3 +357,45 @@ async def test_read_many_blocks_until_any_stream_gets_an_entry(bus: Bus) -> None
     got = await bus.read_many({"stream:a": START, "stream:b": START}, block_ms=5000)
     assert {k: [m.payload for m in v] for k, v in got.items()} == {"stream:b": ["late"]}
     await task
+
+
+async def test_a_parked_entry_keeps_its_turn_until_the_last_decision_enqueues_its_resume(bus: Bus) -> None:
+    inbox, events = "chat:park", "stream:park"
+    await bus.ensure_group(inbox, "g")
+    first = await bus.publish(inbox, "m1", order_key="c1")
+    second = await bus.publish(inbox, "m2", order_key="c1")
+    await bus.consume(inbox, "g", "me", count=10, block_ms=100)
+    assert await bus.admit(inbox, "g", "me", first, order_key="c1", token="m1", max_deliveries=5) == "run"
+    calls = [
+        {"call_id": "a", "tool": "terminal", "arguments": {}},
+        {"call_id": "b", "tool": "todo", "arguments": {}},
+    ]
+    record = json.dumps({"calls": calls, "decisions": {}, "inbox_id": first, "resume": "R", "resumed": None})
+    park = Parking("approval:c1", record, ttl_s=60, due_key="due", due_member="c1", due_at=time.time() + 30)
+    assert await bus.complete(inbox, "g", "me", first, order_key="c1", park=park) == "ok"
+    assert await bus.admit(inbox, "g", "me", second, order_key="c1", token="m2", max_deliveries=5) == "wait"
+    assert await bus.due("due", time.time() + 60) == ["c1"]
+    assert await bus.due("due", time.time()) == []
+
+    async def decide(call: str, decision: str) -> tuple[str, str | None]:
+        event = Publication(events, [json.dumps({"call": call})])
+        return await bus.decide(
+            "approval:c1", call, json.dumps({"decision": decision}), event=event, order_key="c1",
+            inbox=inbox, due_key="due", due_member="c1",
+        )  # fmt: skip
+
+    assert await decide("nope", "approve") == ("unknown", None)
+    assert await decide("a", "approve") == ("pending", None)
+    verdict, earlier = await decide("a", "reject")
+    assert verdict == "decided" and json.loads(earlier or "") == {"decision": "approve"}
+    verdict, resumed = await decide("b", "reject")
+    assert verdict == "resumed" and resumed is not None
+    assert [m.payload for m in await bus.read(events)] == ['{"call": "a"}', '{"call": "b"}']
+    assert await bus.due("due", time.time() + 60) == []
+    [resume] = await bus.consume(inbox, "g", "me", count=10, block_ms=100)
+    assert resume.id == resumed and resume.payload == "R"
+    assert await bus.admit(inbox, "g", "me", resumed, order_key="c1", token="m1", max_deliveries=5) == "run"
+    assert await bus.admit(inbox, "g", "me", second, order_key="c1", token="m2", max_deliveries=5) == "wait"
+    await bus.complete(inbox, "g", "me", resumed, order_key="c1", done_token="m1")
+    assert await bus.admit(inbox, "g", "me", second, order_key="c1", token="m2", max_deliveries=5) == "run"
+    assert json.loads(await bus.get_value("approval:c1") or "")["resumed"] == resumed

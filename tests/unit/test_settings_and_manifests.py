@@ -66,6 +66,8 @@ def test_examples_validate(repo_root: Path) -> None:
     manifests = load_manifests(repo_root / "examples" / "agents.yaml")
     assert [m.agent_name for m in manifests] == ["DevAgent", "Reviewer"]
     assert manifests[0].spec.terminal.allowed_commands == ["ls", "cat", "echo", "grep"]
+    [operator] = load_manifests(repo_root / "examples" / "run-control.yaml")
+    assert operator.spec.approval.tools == ["terminal"] and operator.spec.on_new_message == "interrupt"
 
 
 def test_agent_name_defaults_to_metadata_name() -> None:

@@ -54,6 +54,14 @@ class Keys:
     def agent_card(self, agent: str) -> str:
         return f"{self.prefix}agent:{agent}"
 
+    def approval(self, conversation_id: str) -> str:
+        """The conversation's run paused for approval (`PendingApproval`)."""
+        return f"{self.prefix}approval:{conversation_id}"
+
+    def approvals_due(self, agent: str) -> str:
+        """Sorted set: conversations of `agent` waiting for approval, scored by expiry (unix s)."""
+        return f"{self.prefix}approvals:{agent}:due"
+
     def dead_letters(self, agent: str) -> str:
         return f"{self.prefix}dlq:{agent}"
 
@@ -81,6 +89,24 @@ class Publication:
     stream: str
     payloads: Sequence[str]
     ttl_s: int | None = None
+
+
+@dataclass(frozen=True)
+class Parking:
+    """What `complete` leaves for a run paused for approval: its record (kept `ttl_s`), and an
+    entry in `due_key` scored by its expiry; the conversation keeps its turn meanwhile."""
+
+    record_key: str
+    record: str
+    ttl_s: int
+    due_key: str
+    due_member: str
+    due_at: float  # unix seconds
+
+
+# unknown: no such pending call; decided: it was decided before; pending: other calls still wait;
+# resumed: that was the last decision, the run's resume entry is queued.
+Verdict = Literal["unknown", "decided", "pending", "resumed"]
 
 
 def parse_id(message_id: str) -> tuple[int, int]:
@@ -245,6 +271,7 @@ class Bus(ABC):
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
         publish: Sequence[Publication] = (),
+        park: Parking | None = None,
     ) -> Completion:
         """Fenced completion, atomically: when `consumer` still holds the entry and no entry
         carrying `done_token` completed before, append `publish` (a run's last events), remember
@@ -252,7 +279,31 @@ class Bus(ABC):
         before, only ack and drop what this consumer holds ("duplicate": also the answer to a
         retried completion whose first attempt went through). When another consumer holds it and
         its outcome is not published yet, do nothing at all ("lost"). So a run's final events are
-        published at most once, however late a stale worker or a retried call arrives."""
+        published at most once, however late a stale worker or a retried call arrives.
+        With `park`: also store its record and due entry, and keep the entry on its order list."""
+
+    @abstractmethod
+    async def decide(
+        self,
+        record_key: str,
+        call_id: str,
+        decision: str,
+        *,
+        event: Publication,
+        order_key: str,
+        inbox: str,
+        due_key: str,
+        due_member: str,
+    ) -> tuple[Verdict, str | None]:
+        """Record `decision` (a `DecisionRecord` in JSON) for a call of the parked run at
+        `record_key` and publish `event` (its `approval_resolved`), atomically; once every call is
+        decided, enqueue the record's resume entry in `inbox` at the head of `order_key`'s order
+        and drop `due_member` from `due_key`. See `Verdict`; for "decided" the second value is the
+        earlier decision, for "resumed" the resume entry's id."""
+
+    @abstractmethod
+    async def due(self, due_key: str, now: float, *, count: int = 100) -> list[str]:
+        """Members of `due_key` scored at or before `now` (expired approvals)."""
 
     # -- lifecycle --
     async def durability_problem(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from magent2.bus.api import (
     BusMessage,
     Completion,
     ConversationBusy,
+    Parking,
     Publication,
+    Verdict,
     parse_id,
 )
 
@@ -84,6 +87,7 @@ class InMemoryBus(Bus):
         self._streams: dict[str, _Stream] = {}
         self._order: dict[tuple[str, str], list[str]] = {}
         self._values: dict[str, tuple[float | None, str]] = {}
+        self._due: dict[str, dict[str, float]] = {}
         self._done: dict[tuple[str, str], float] = {}
         self._accepted: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._any_change = asyncio.Condition()  # for read_many over many streams
@@ -339,9 +343,12 @@ class InMemoryBus(Bus):
             return "dead"
         queue = self._order.get((stream, order_key), [])
         target = self._stream(stream)
-        while queue and target.get(queue[0]) is None:
+        while queue and queue[0] != message_id and target.get(queue[0]) is None:
             queue.pop(0)  # trimmed away before anyone ran it
-        return "run" if not queue or parse_id(queue[0]) >= parse_id(message_id) else "wait"
+        if not queue or queue[0] == message_id:
+            return "run"
+        # A resumed run holds the head with a newer id than messages queued behind it.
+        return "wait" if message_id in queue or parse_id(queue[0]) < parse_id(message_id) else "run"
 
     async def complete(
         self,
@@ -354,6 +361,7 @@ class InMemoryBus(Bus):
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
         publish: Sequence[Publication] = (),
+        park: Parking | None = None,
     ) -> Completion:
         now = time.monotonic()
         done_before = done_token is not None and self._done.get((stream, done_token), 0.0) > now
@@ -366,11 +374,56 @@ class InMemoryBus(Bus):
             if done_token is not None:
                 _forget_expired(self._done, now)
                 self._done[(stream, done_token)] = now + done_ttl_s
+            if park is not None:
+                await self.put_value(park.record_key, park.record, ttl_s=park.ttl_s)
+                self._due.setdefault(park.due_key, {})[park.due_member] = park.due_at
         self._stream(stream).groups[group].pending.pop(message_id, None)
         queue = self._order.get((stream, order_key)) if order_key is not None else None
-        if queue and message_id in queue:
+        if queue and message_id in queue and park is None:
             queue.remove(message_id)
         return "duplicate" if done_before else "ok"
+
+    async def decide(
+        self,
+        record_key: str,
+        call_id: str,
+        decision: str,
+        *,
+        event: Publication,
+        order_key: str,
+        inbox: str,
+        due_key: str,
+        due_member: str,
+    ) -> tuple[Verdict, str | None]:
+        raw = await self.get_value(record_key)
+        if raw is None:
+            return "unknown", None
+        record = json.loads(raw)
+        if call_id not in {call["call_id"] for call in record["calls"]}:
+            return "unknown", None
+        if call_id in record["decisions"]:
+            return "decided", json.dumps(record["decisions"][call_id])
+        record["decisions"][call_id] = json.loads(decision)
+        await self.publish_many(event.stream, event.payloads)
+        expires = self._values[record_key][0]
+        if any(call["call_id"] not in record["decisions"] for call in record["calls"]):
+            self._values[record_key] = (expires, json.dumps(record))
+            return "pending", None
+        resumed = self._append(self._stream(inbox), record["resume"])
+        await self._notify(self._stream(inbox))
+        queue = self._order.setdefault((inbox, order_key), [])
+        if record["inbox_id"] in queue:
+            queue[queue.index(record["inbox_id"])] = resumed
+        else:
+            queue.insert(0, resumed)
+        self._due.get(due_key, {}).pop(due_member, None)
+        record["resumed"] = resumed
+        self._values[record_key] = (expires, json.dumps(record))
+        return "resumed", resumed
+
+    async def due(self, due_key: str, now: float, *, count: int = 100) -> list[str]:
+        members = self._due.get(due_key, {})
+        return sorted((m for m, at in members.items() if at <= now), key=members.__getitem__)[:count]
 
     async def ping(self) -> None:
         return None

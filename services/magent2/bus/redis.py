@@ -23,7 +23,9 @@ from magent2.bus.api import (
     BusUnavailable,
     Completion,
     ConversationBusy,
+    Parking,
     Publication,
+    Verdict,
 )
 
 FIELD = "data"
@@ -85,20 +87,27 @@ local function earlier(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am < bm or (am == bm and as < bs)
 end
+-- The head of the order runs. A resumed run holds the head with a newer id than the messages
+-- queued behind it, so membership counts, not only ids.
+local queued = redis.call('LPOS', KEYS[2], ARGV[1])
 while true do
   local head = redis.call('LINDEX', KEYS[2], 0)
-  if not head or not earlier(head, ARGV[1]) then return 'run' end
+  if not head or head == ARGV[1] then return 'run' end
+  if not queued and not earlier(head, ARGV[1]) then return 'run' end
   if #redis.call('XRANGE', KEYS[1], head, head) > 0 then return 'wait' end
   redis.call('LREM', KEYS[2], 1, head) -- trimmed away before anyone ran it
 end
 """
 )
 
-# Fenced completion. KEYS: stream, order list, done key, then one stream per publication.
-# ARGV: group, message id, consumer, done ttl ('' for no marker), maxlen,
+# Fenced completion. KEYS: stream, order list, done key, record key, due key, then one stream per
+# publication. ARGV: group, message id, consumer, done ttl ('' for no marker), maxlen,
+#       park ('1' or ''), record, record ttl, due score, due member,
 #       then per publication: ttl ('' for none), entry count, entries...
 # Ownership and the done marker are checked in the same script that publishes, so a stale
 # worker (frozen past its lease, or retrying through an outage) can never publish twice.
+# Parking (a run paused for approval) stores its record and keeps the conversation's turn:
+# the entry stays on the order list until the resume that the last decision enqueues replaces it.
 _COMPLETE = (
     _HOLDER
     + """
@@ -111,8 +120,8 @@ local verdict = 'ok'
 if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
   verdict = 'duplicate'
 else
-  local at = 6
-  for k = 4, #KEYS do
+  local at = 11
+  for k = 6, #KEYS do
     local ttl, n = ARGV[at], tonumber(ARGV[at + 1])
     for i = at + 2, at + 1 + n do
       redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[i])
@@ -121,12 +130,50 @@ else
     at = at + 2 + n
   end
   if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4]) end
+  if ARGV[6] == '1' then
+    redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8])
+    redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
+  end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('LREM', KEYS[2], 1, ARGV[2])
+if ARGV[6] ~= '1' then redis.call('LREM', KEYS[2], 1, ARGV[2]) end
 return verdict
 """
 )
+
+# A decision on a paused run's call. KEYS: record, events stream, inbox, order list, due set.
+# ARGV: call id, decision (JSON), resolved event, maxlen, events ttl ('' for none), due member.
+# -> {'unknown'} | {'decided', earlier decision} | {'pending'} | {'resumed', resume inbox id}.
+# The last decision enqueues the record's resume entry in the parked entry's place at the head
+# of the conversation's order, so the run continues before anything sent meanwhile.
+_DECIDE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'unknown'} end
+local record = cjson.decode(raw)
+local known = false
+for _, call in ipairs(record.calls) do
+  if call.call_id == ARGV[1] then known = true end
+end
+if not known then return {'unknown'} end
+local earlier = record.decisions[ARGV[1]]
+if earlier then return {'decided', cjson.encode(earlier)} end
+record.decisions[ARGV[1]] = cjson.decode(ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'data', ARGV[3])
+if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+for _, call in ipairs(record.calls) do
+  if not record.decisions[call.call_id] then
+    redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+    return {'pending'}
+  end
+end
+local resumed = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'data', record.resume)
+local at = redis.call('LPOS', KEYS[4], record.inbox_id)
+if at then redis.call('LSET', KEYS[4], at, resumed) else redis.call('LPUSH', KEYS[4], resumed) end
+redis.call('ZREM', KEYS[5], ARGV[6])
+record.resumed = resumed
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+return {'resumed', resumed}
+"""
 
 # Renew (idle 0) or hand back (idle > 0) only entries this consumer still holds; XCLAIM alone
 # would take an entry from whoever holds it now. JUSTID leaves the delivery count alone.
@@ -208,6 +255,7 @@ class RedisStreamsBus(Bus):
         )
         self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closing it closes the pool
         self._publish_ordered = self.redis.register_script(_PUBLISH_ORDERED)
+        self._decide = self.redis.register_script(_DECIDE)
         self._publish_after = self.redis.register_script(_PUBLISH_AFTER)
         self._admit = self.redis.register_script(_ADMIT)
         self._complete = self.redis.register_script(_COMPLETE)
@@ -420,15 +468,21 @@ class RedisStreamsBus(Bus):
         done_token: str | None = None,
         done_ttl_s: int = 86_400,
         publish: Sequence[Publication] = (),
+        park: Parking | None = None,
     ) -> Completion:
         keys = [stream, order_list_key(stream, order_key or ""), done_key(stream, done_token or "")]
-        args: list[str | int] = [
+        keys += [park.record_key, park.due_key] if park else [done_key(stream, ""), done_key(stream, "")]
+        args: list[str | int | float] = [
             group,
             message_id,
             consumer,
             "" if done_token is None else done_ttl_s,
             self.maxlen,
         ]
+        if park:
+            args += ["1", park.record, park.ttl_s, park.due_at, park.due_member]
+        else:
+            args += ["", "", "", "", ""]
         for publication in publish:
             keys.append(publication.stream)
             args += ["" if publication.ttl_s is None else publication.ttl_s, len(publication.payloads)]
@@ -436,6 +490,30 @@ class RedisStreamsBus(Bus):
         async with _unavailable_on_connection_errors():
             verdict = await self._complete(keys=keys, args=args)
         return cast(Completion, verdict)
+
+    async def decide(
+        self,
+        record_key: str,
+        call_id: str,
+        decision: str,
+        *,
+        event: Publication,
+        order_key: str,
+        inbox: str,
+        due_key: str,
+        due_member: str,
+    ) -> tuple[Verdict, str | None]:
+        keys = [record_key, event.stream, inbox, order_list_key(inbox, order_key), due_key]
+        ttl = "" if event.ttl_s is None else event.ttl_s
+        args: list[str | int] = [call_id, decision, event.payloads[0], self.maxlen, ttl, due_member]
+        async with _unavailable_on_connection_errors():
+            verdict, *rest = await self._decide(keys=keys, args=args)
+        return cast(Verdict, str(verdict)), str(rest[0]) if rest else None
+
+    async def due(self, due_key: str, now: float, *, count: int = 100) -> list[str]:
+        async with _unavailable_on_connection_errors():
+            members = await self.redis.zrangebyscore(due_key, "-inf", now, start=0, num=count)
+        return [str(m) for m in members]
 
     # -- lifecycle --
     async def durability_problem(self) -> str | None:

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
@@ -127,6 +128,17 @@ class Client:
             return f"cancel failed: {exc}"
         return "cancelling …" if response.status_code == 202 else f"cancel: {response.json().get('detail')}"
 
+    async def decide(self, http: httpx.AsyncClient, request: dict[str, Any], approve: bool) -> str:
+        url = f"{self.base_url}/conversations/{request['conversation_id']}/approvals/{request['call_id']}"
+        body = {"decision": "approve" if approve else "reject", "reason": "decided in the client"}
+        try:
+            response = await http.post(url, json=body, headers=self._headers())
+        except httpx.HTTPError as exc:
+            return f"decision failed: {exc}"
+        if response.status_code == 200:
+            return "approved" if approve else "rejected"
+        return f"decision: {response.json().get('detail')}"
+
     async def reply(
         self,
         http: httpx.AsyncClient,
@@ -135,6 +147,7 @@ class Client:
         *,
         out: Renderer,
         max_events: int | None,
+        ask: Callable[[dict[str, Any]], Awaitable[bool | None]] | None = None,
     ) -> int:
         """Stream events after `cursor` until this message's output or error."""
         params: dict[str, str | int] = {"last_id": cursor}
@@ -161,6 +174,10 @@ class Client:
                     event = json.loads(sse.data)
                     seen += 1
                     out.event(event)
+                    if event["event"] == "approval_required" and ask is not None:
+                        approved = await ask(event)
+                        if approved is not None:
+                            print(await self.decide(http, event, approved), file=sys.stderr)
                     if event["event"] in FINAL or (max_events and seen >= max_events):
                         return FINAL.get(event["event"], OK)
         except (httpx.HTTPError, SSEError) as exc:
@@ -191,6 +208,11 @@ class Renderer:
                 self.out.write(event["text"])
             self.out.write("\n")
             self.streamed = False
+        elif kind == "approval_required":
+            call = f"{event['tool']}({json.dumps(event.get('arguments', {}))})"
+            self.err.write(f"\n[approval] {call} waits for approval (until {event['expires_at']})\n")
+        elif kind == "approval_resolved":
+            self.err.write(f"[approval] {event['decision']} by {event['by']} {event.get('reason') or ''}\n")
         elif kind == "cancelled":
             self.err.write("\n[cancelled]\n")
             self.streamed = False
@@ -237,8 +259,11 @@ async def one_message(
 
             loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
         try:
+            ask = ask_in_terminal if ctrl_c_cancels else None
             return await asyncio.wait_for(
-                client.reply(http, conversation_id, sent["cursor"], out=renderer, max_events=args.max_events),
+                client.reply(
+                    http, conversation_id, sent["cursor"], out=renderer, max_events=args.max_events, ask=ask
+                ),
                 args.timeout,
             )
         except TimeoutError:
@@ -248,6 +273,16 @@ async def one_message(
         finally:
             if ctrl_c_cancels:
                 loop.remove_signal_handler(signal.SIGINT)
+
+
+async def ask_in_terminal(request: dict[str, Any]) -> bool | None:
+    """y/n at the prompt; None (leave it to someone else) when the input ends."""
+    question = f"approve {request['tool']}({json.dumps(request.get('arguments', {}))})? [y/N] "
+    try:
+        answer = await asyncio.get_running_loop().run_in_executor(None, lambda: input(question))
+    except EOFError:
+        return None
+    return answer.strip().lower() in ("y", "yes")
 
 
 async def interactive(client: Client, args: argparse.Namespace, conversation_id: str) -> int:

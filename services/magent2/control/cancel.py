@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from magent2.bus import Bus, Keys
 from magent2.bus.api import parse_id
@@ -28,7 +29,7 @@ async def request_cancel(
 @dataclass
 class _Run:
     message_id: str  # its inbox entry
-    task: asyncio.Task[None]
+    task: asyncio.Task[Any]
 
 
 class Cancellations:
@@ -38,7 +39,7 @@ class Cancellations:
         self._runs: dict[str, _Run] = {}
         self._reasons: dict[str, str] = {}
 
-    def started(self, conversation_id: str, message_id: str, task: asyncio.Task[None]) -> None:
+    def started(self, conversation_id: str, message_id: str, task: asyncio.Task[Any]) -> None:
         self._runs[conversation_id] = _Run(message_id, task)
 
     def ended(self, conversation_id: str, message_id: str) -> str | None:

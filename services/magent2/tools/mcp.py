@@ -33,8 +33,9 @@ class SupervisedMCPServer(MCPServer):
         startup_timeout_s: float = 10.0,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        require_approval: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(require_approval=require_approval)
         self._name, self._factory = name, factory
         self.startup_timeout_s, self.backoff_s, self.max_backoff_s = (
             startup_timeout_s,
@@ -159,12 +160,18 @@ def _sdk_server(spec: McpServerSpec) -> MCPServer:
     return MCPServerStdio(params={"command": command, "args": args, "env": env}, **common)
 
 
-def build_mcp_servers(specs: list[McpServerSpec]) -> list[SupervisedMCPServer]:
+def build_mcp_servers(
+    specs: list[McpServerSpec], *, approve: frozenset[str] | set[str] = frozenset()
+) -> list[SupervisedMCPServer]:
+    """`approve`: `mcp:<server>/<tool>` names whose calls a person approves first."""
     return [
         SupervisedMCPServer(
             spec.name,
             lambda spec=spec: _sdk_server(spec),  # type: ignore[misc]
             startup_timeout_s=spec.startup_timeout_seconds,
+            require_approval={
+                name.split("/", 1)[1]: "always" for name in approve if name.startswith(f"mcp:{spec.name}/")
+            },
         )
         for spec in specs
     ]

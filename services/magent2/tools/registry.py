@@ -89,9 +89,14 @@ def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
         toolset.function_tools.extend(chat_tools(chat))
     if keep is not None:
         toolset.function_tools = [tool for tool in toolset.function_tools if tool.name in keep]
+    approve = set(settings.agent_approval_tools)
+    for tool in toolset.function_tools:
+        tool.needs_approval = tool.name in approve  # the SDK pauses the run before calling it
     mcp_names = set(names) - set(BUILTIN_TOOLS)
     if mcp_names:
         from magent2.tools.mcp import build_mcp_servers
 
-        toolset.mcp_servers = build_mcp_servers([s for s in settings.mcp_servers if s.name in mcp_names])
+        toolset.mcp_servers = build_mcp_servers(
+            [s for s in settings.mcp_servers if s.name in mcp_names], approve=approve
+        )
     return toolset

@@ -90,4 +90,6 @@ def build_worker(settings: WorkerSettings, bus: Bus, runner: Runner) -> Worker:
         max_deliveries=settings.max_deliveries,
         events_ttl_s=settings.events_ttl_seconds,
         card=AgentCard(on_new_message=settings.agent_on_new_message),
+        approval_timeout_s=settings.agent_approval_timeout_seconds,
+        approval_on_timeout=settings.agent_approval_on_timeout,
     )

@@ -7,7 +7,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent
+from magent2.contracts import (
+    ApprovalCall,
+    MessageEnvelope,
+    OutputEvent,
+    PendingApproval,
+    StreamEvent,
+    TokenEvent,
+)
 
 
 class RunFailed(Exception):
@@ -18,10 +25,21 @@ class RunFailed(Exception):
         self.retryable = retryable
 
 
+class RunPaused(Exception):
+    """A run stopped for a person to approve `calls`; `state` resumes it (the SDK's RunState)."""
+
+    def __init__(self, state: str, calls: list[ApprovalCall]) -> None:
+        super().__init__(f"waiting for approval of {', '.join(call.tool for call in calls)}")
+        self.state, self.calls = state, calls
+
+
 class Runner(Protocol):
-    def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
-        """Yield token / tool_step events and end with exactly one `output` event.
-        Raise `RunFailed` (or anything else, taken as not retryable) on failure."""
+    def run(
+        self, envelope: MessageEnvelope, resume: PendingApproval | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield token / tool_step events and end with exactly one `output` event; with `resume`,
+        continue that paused run under its decisions instead. Raise `RunFailed` (or anything else,
+        taken as not retryable) on failure, `RunPaused` when a tool call needs approval."""
         ...
 
     async def aclose(self) -> None: ...
@@ -42,7 +60,9 @@ class EchoRunner:
     def __init__(self, token_delay_s: float = 0.0) -> None:
         self.token_delay_s = token_delay_s
 
-    async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+    async def run(
+        self, envelope: MessageEnvelope, resume: PendingApproval | None = None
+    ) -> AsyncIterator[StreamEvent]:
         text = f"echo: {envelope.content}"
         conversation = envelope.conversation_id
         for index, piece in enumerate(split_tokens(text)):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import openai
-from agents import Agent, MaxTurnsExceeded, RunConfig
+from agents import Agent, MaxTurnsExceeded, RunConfig, RunContextWrapper, RunState
 from agents import Runner as SdkRunner
 from agents.exceptions import AgentsException, InputGuardrailTripwireTriggered, ModelBehaviorError
 from agents.items import ToolCallItem, ToolCallOutputItem
@@ -19,9 +19,17 @@ from agents.models.interface import Model
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent
 from agents.stream_events import StreamEvent as SdkEvent
 
-from magent2.contracts import MessageEnvelope, OutputEvent, StreamEvent, TokenEvent, ToolStepEvent
+from magent2.contracts import (
+    ApprovalCall,
+    MessageEnvelope,
+    OutputEvent,
+    PendingApproval,
+    StreamEvent,
+    TokenEvent,
+    ToolStepEvent,
+)
 from magent2.tools.redaction import Redactor
-from magent2.worker.runner import RunFailed
+from magent2.worker.runner import RunFailed, RunPaused
 from magent2.worker.sessions import SessionFactory
 
 log = logging.getLogger("magent2.worker")
@@ -82,19 +90,26 @@ class AgentsSdkRunner:
                     log.warning("MCP server %s is not up yet: %s", server.name, exc)
             self._connected = True
 
-    async def run(self, envelope: MessageEnvelope) -> AsyncIterator[StreamEvent]:
+    async def run(
+        self, envelope: MessageEnvelope, resume: PendingApproval | None = None
+    ) -> AsyncIterator[StreamEvent]:
         if not self._connected:
             await self._connect_mcp_servers()
         conversation = envelope.conversation_id
+        start: str | RunState[Any, Any] = envelope.content
+        if resume is not None:
+            start = await self._decided(resume, envelope)
         result = SdkRunner.run_streamed(
             self.agent,
-            envelope.content,
+            start,
             context=envelope,
             max_turns=self.max_turns,
             session=self.sessions(conversation),
             run_config=self.run_config,
         )
         tools = _ToolSteps(conversation, self.redact)
+        for call in resume.calls if resume else ():  # started in the paused run; they run now
+            tools.started[call.call_id] = (call.tool, time.perf_counter())
         index = 0
         try:
             async for sdk_event in result.stream_events():
@@ -118,6 +133,10 @@ class AgentsSdkRunner:
         finally:
             if not result.is_complete:  # we stopped early (cancelled): so does the model call
                 result.cancel()
+        if result.interruptions:
+            calls = [self._approval_call(item) for item in result.interruptions]
+            # The context (the envelope) is not kept: resuming puts the resume envelope there.
+            raise RunPaused(result.to_state().to_string(context_serializer=lambda _: {}), calls)
         usage = result.context_wrapper.usage
         yield OutputEvent(
             conversation_id=conversation,
@@ -129,6 +148,30 @@ class AgentsSdkRunner:
                 "output_tokens": usage.output_tokens,
                 "total_tokens": usage.total_tokens,
             },
+        )
+
+    async def _decided(self, paused: PendingApproval, envelope: MessageEnvelope) -> RunState[Any, Any]:
+        """The paused run's state with every call approved or rejected as decided."""
+        state = await RunState.from_string(
+            self.agent, paused.state, context_override=RunContextWrapper(context=envelope)
+        )
+        for item in state.get_interruptions():
+            call_id = str(_field(item.raw_item, "call_id") or _field(item.raw_item, "id") or "")
+            decision = paused.decisions.get(call_id)
+            if decision is not None and decision.decision == "approve":
+                state.approve(item)
+            else:
+                reason = decision.reason if decision and decision.reason else "no reason given"
+                by = "timed out" if decision and decision.by == "timeout" else "rejected by a person"
+                state.reject(item, rejection_message=f"The tool call was {by}: {reason}")
+        return state
+
+    def _approval_call(self, item: Any) -> ApprovalCall:
+        raw = item.raw_item
+        return ApprovalCall(
+            call_id=str(_field(raw, "call_id") or _field(raw, "id") or ""),
+            tool=str(_field(raw, "name") or getattr(item, "tool_name", None) or "tool"),
+            arguments=_redact_values(_parse_args(_field(raw, "arguments")), self.redact),
         )
 
     async def aclose(self) -> None:

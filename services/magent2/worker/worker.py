@@ -15,27 +15,30 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
-from magent2.bus.api import parse_id
+from magent2.bus.api import Parking, parse_id
 from magent2.contracts import (
     AgentCard,
     CancelledEvent,
     ControlCommand,
     DeadLetter,
+    Decision,
     ErrorEvent,
     MessageEnvelope,
+    PendingApproval,
     RunStartedEvent,
 )
+from magent2.control.approvals import Approvals, is_resume, pending
 from magent2.control.cancel import Cancellations
 from magent2.control.listener import listen
 from magent2.control.policy import publish_card
 from magent2.worker.events import EventSink, EventWriter
 from magent2.worker.metrics import WorkerMetrics
-from magent2.worker.runner import RunFailed, Runner
+from magent2.worker.runner import RunFailed, Runner, RunPaused
 
 log = logging.getLogger("magent2.worker")
 
@@ -49,7 +52,7 @@ def consumer_name() -> str:
 
 @dataclass(order=True)
 class _Queued:
-    sort_key: tuple[int, int]
+    sort_key: tuple[int, int, int]  # (0 for a resume, else 1), then the stream id
     message: BusMessage = field(compare=False)
     envelope: MessageEnvelope = field(compare=False)
 
@@ -82,6 +85,8 @@ class Worker:
         forget_consumers_after_s: float = 3600,
         metrics: WorkerMetrics | None = None,
         card: AgentCard | None = None,
+        approval_timeout_s: int = 300,
+        approval_on_timeout: Decision = "reject",
     ) -> None:
         self.bus, self.runner, self.agent_name = bus, runner, agent_name
         self.keys = keys or Keys()
@@ -98,12 +103,20 @@ class Worker:
         self.max_deliveries = max_deliveries
         self.events_ttl_s = events_ttl_s
         self.events = EventWriter(bus)
+        self.approvals = Approvals(
+            bus,
+            self.keys,
+            agent_name,
+            timeout_s=approval_timeout_s,
+            on_timeout=approval_on_timeout,
+            events_ttl_s=events_ttl_s,
+        )
         self.retry_backoff_s = retry_backoff_s
         self.forget_consumers_after_ms = int(forget_consumers_after_s * 1000)
         self._running = asyncio.Semaphore(concurrency)
         self._lanes: dict[str, _Lane] = {}
         self._held: set[str] = set()  # message ids this worker holds (queued or running)
-        self._runs: dict[str, asyncio.Task[None]] = {}  # message id -> its run, while it runs
+        self._runs: dict[str, asyncio.Task[Any]] = {}  # message id -> its run, while it runs
         self._lost: set[str] = set()  # running messages another consumer took over
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
@@ -178,6 +191,7 @@ class Worker:
                 await self._forget_gone_consumers()
             with contextlib.suppress(BusUnavailable):
                 self.metrics.dead_letters.set(await self.bus.length(self.dead_letters))
+                await self.approvals.expire_due()
             try:
                 claimed = await self.bus.reclaim(
                     self.inbox, GROUP, self.consumer, min_idle_ms=self.visibility_ms, count=self.concurrency
@@ -230,7 +244,9 @@ class Worker:
         lane = self._lanes.get(envelope.conversation_id)
         if lane is None:
             lane = self._lanes[envelope.conversation_id] = _Lane()
-        heapq.heappush(lane.heap, _Queued(parse_id(message.id), message, envelope))
+        # A resumed run holds its conversation's turn although newer than what waits behind it.
+        key = (0 if is_resume(envelope) else 1, *parse_id(message.id))
+        heapq.heappush(lane.heap, _Queued(key, message, envelope))
         lane.wake.set()
         if lane.task is None:
             lane.task = asyncio.create_task(
@@ -320,7 +336,7 @@ class Worker:
         run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
         self.cancellations.started(conversation, message.id, run)
         try:
-            await run
+            paused = await run
             last_events = await sink.drain()
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -329,7 +345,7 @@ class Worker:
             if cancelled is not None and message.id not in self._lost and not stopping:
                 # Stopped on request: that is its outcome, published like any other.
                 sink.put(self._cancelled(envelope, sink.text, cancelled))
-                last_events = await sink.drain()
+                last_events, paused = await sink.drain(), None
             else:
                 sink.abort()
                 if message.id in self._lost and not stopping:
@@ -345,24 +361,43 @@ class Worker:
             del self._runs[message.id]
             self._lost.discard(message.id)
             self.cancellations.ended(conversation, message.id)
+        if paused is not None:  # waits for a decision: the conversation keeps its turn, no worker waits
+            parking, requests = self.approvals.park(envelope, message.id, paused.state, paused.calls)
+            last_events += [request.to_json() for request in requests]
+            log.info("message %s waits for approval of %s", envelope.id, [c.tool for c in paused.calls])
         await self._complete(
-            message, envelope, done=True, publish=[Publication(sink.stream, last_events, sink.ttl_s)]
+            message,
+            envelope,
+            done=paused is None,
+            publish=[Publication(sink.stream, last_events, sink.ttl_s)],
+            park=parking if paused is not None else None,
         )
 
-    async def _run_with_retries(self, envelope: MessageEnvelope, sink: EventSink) -> None:
-        if envelope.type != "message":
+    async def _run_with_retries(self, envelope: MessageEnvelope, sink: EventSink) -> RunPaused | None:
+        """Run the message (retrying what may succeed next time) into `sink`; what paused it, if
+        a tool call waits for approval."""
+        resume: PendingApproval | None = None
+        if is_resume(envelope):
+            resume = await pending(self.bus, self.keys, envelope.conversation_id)
+            if resume is None or resume.message_id != envelope.id:
+                gone = "its approval record is gone: nothing to resume"
+                sink.put(self._error(envelope, gone, retryable=False))
+                return None
+        elif envelope.type != "message":
             sink.put(self._error(envelope, f"unsupported envelope type {envelope.type!r}", retryable=False))
-            return
+            return None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                async for event in self.runner.run(envelope):
+                async for event in self.runner.run(envelope, resume):
                     sink.put(event)
-                return
+                return None
+            except RunPaused as paused:
+                return paused
             except RunFailed as exc:
                 if not exc.retryable or attempt == self.max_attempts:
                     log.warning("message %s failed after %d attempt(s): %s", envelope.id, attempt, exc)
                     sink.put(self._error(envelope, str(exc), retryable=exc.retryable))
-                    return
+                    return None
                 log.warning("message %s attempt %d failed (%s); retrying", envelope.id, attempt, exc)
                 await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
             except BusUnavailable:
@@ -370,7 +405,8 @@ class Worker:
             except Exception as exc:
                 log.exception("message %s failed", envelope.id)
                 sink.put(self._error(envelope, f"{type(exc).__name__}: {exc}", retryable=False))
-                return
+                return None
+        return None
 
     @staticmethod
     def _cancelled(envelope: MessageEnvelope, partial_text: str, reason: str) -> CancelledEvent:
@@ -397,6 +433,7 @@ class Worker:
         *,
         done: bool,
         publish: list[Publication] | None = None,
+        park: Parking | None = None,
     ) -> None:
         verdict = await self._retrying(
             partial(
@@ -408,6 +445,7 @@ class Worker:
                 order_key=envelope.conversation_id if envelope else None,
                 done_token=envelope.id if envelope and done else None,
                 publish=publish or (),
+                park=park,
             )
         )
         self.metrics.completions.labels(verdict).inc()

@@ -1,4 +1,5 @@
-"""Run control: stopping a conversation's running run."""
+"""Run control: stopping a conversation's running run, and deciding on tool calls that wait for
+a person's approval."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from magent2.contracts import AGENT_NAME_PATTERN, CONVERSATION_ID_PATTERN, UserMessageEvent, parse_event
+from magent2.contracts import (
+    AGENT_NAME_PATTERN,
+    CONVERSATION_ID_PATTERN,
+    Decision,
+    UserMessageEvent,
+    parse_event,
+)
+from magent2.control import approvals
 from magent2.control.cancel import request_cancel
 from magent2.gateway.deps import Authorized, Gateway, GatewayDep
 
@@ -58,3 +66,50 @@ async def cancel(
         gateway.bus, gateway.keys, agent, conversation_id, reason=request.reason or "cancelled by request"
     )
     return CancelResponse(conversation_id=conversation_id, agent=agent)
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Decision
+    reason: str = Field(default="", max_length=1000)
+
+
+class DecisionResponse(BaseModel):
+    conversation_id: str
+    call_id: str
+    decision: Decision
+    resumed: bool = Field(description="True when this was the last decision: the run continues now")
+
+
+@router.post("/{conversation_id}/approvals/{call_id}", response_model=DecisionResponse)
+async def decide(
+    conversation_id: ConversationId,
+    call_id: Annotated[str, Path(min_length=1, max_length=200)],
+    body: DecisionRequest,
+    gateway: GatewayDep,
+) -> DecisionResponse:
+    """Approve or reject a tool call the conversation's run waits on. The last decision resumes
+    the run on whichever worker picks it up."""
+    unknown = f"conversation {conversation_id!r} has no tool call {call_id!r} awaiting approval"
+    record = await approvals.pending(gateway.bus, gateway.keys, conversation_id)
+    if record is None or call_id not in {call.call_id for call in record.calls}:
+        raise HTTPException(404, unknown)
+    verdict, earlier = await approvals.decide(
+        gateway.bus,
+        gateway.keys,
+        record,
+        call_id,
+        body.decision,
+        reason=body.reason,
+        events_ttl_s=gateway.settings.events_ttl_seconds,
+    )
+    if verdict == "unknown":
+        raise HTTPException(404, unknown)
+    if verdict == "decided":
+        assert earlier is not None
+        already = f"tool call {call_id!r} was already decided by {earlier.by}: {earlier.decision}"
+        raise HTTPException(409, already)
+    return DecisionResponse(
+        conversation_id=conversation_id, call_id=call_id, decision=body.decision, resumed=verdict == "resumed"
+    )
