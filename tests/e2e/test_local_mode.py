@@ -35,17 +35,18 @@ def readme_curls() -> list[str]:
 
 def test_readme_curl_examples_work(local_mode: str) -> None:
     commands = readme_curls()
-    assert len(commands) == 3
+    assert len(commands) == 4
     outputs = []
     for command in commands:
         command = command.replace("http://localhost:8000", local_mode)
         result = subprocess.run(["bash", "-c", f"{command} --max-time 3"], capture_output=True, text=True)
         assert result.returncode in (0, 28), result.stderr  # 28: the stream stays open until --max-time
         outputs.append(result.stdout)
-    sent, stream, agents = outputs
+    sent, stream, agents, cancel = outputs
     assert '"conversation_id":"conv-1"' in sent
     assert "event: output" in stream and "echo: hello" in stream
     assert '"name":"DevAgent"' in agents and '"name":"Reviewer"' in agents
+    assert "nothing of conversation 'conv-1' is running" in cancel  # the reply is over by now
 
 
 def client(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -259,7 +259,8 @@ async def one_message(
 
             loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
         try:
-            ask = ask_in_terminal if ctrl_c_cancels else None
+            # A person at a terminal decides approvals inline; a script's run waits for someone else.
+            ask = ask_in_terminal if ctrl_c_cancels or sys.stdin.isatty() else None
             return await asyncio.wait_for(
                 client.reply(
                     http, conversation_id, sent["cursor"], out=renderer, max_events=args.max_events, ask=ask

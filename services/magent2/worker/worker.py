@@ -388,7 +388,9 @@ class Worker:
             return None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                async for event in self.runner.run(envelope, resume):
+                # Runners that never pause may take the envelope alone.
+                events = self.runner.run(envelope, resume) if resume else self.runner.run(envelope)
+                async for event in events:
                     sink.put(event)
                 return None
             except RunPaused as paused:
