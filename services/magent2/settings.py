@@ -88,6 +88,8 @@ class WorkerSettings(BusSettings):
     )
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    # The Agents SDK uploads traces (prompts, tool calls) to OpenAI unless told not to: opt in.
+    openai_tracing: bool = Field(default=False, alias="OPENAI_TRACING")
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)

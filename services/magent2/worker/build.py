@@ -37,7 +37,7 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
     ):
         log.info("no OPENAI_API_KEY: %s answers with the echo runner", settings.agent_name)
         return EchoRunner(settings.echo_token_delay_seconds)
-    from agents import Agent, ModelSettings
+    from agents import Agent, ModelSettings, RunConfig
 
     from magent2.tools.guardrails import max_input_guardrail
     from magent2.tools.registry import build_toolset, terminal_policy
@@ -67,6 +67,7 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         build_sessions(settings, bus),
         max_turns=settings.agent_max_turns,
         redact=terminal_policy(settings).redact,
+        run_config=RunConfig(tracing_disabled=not settings.openai_tracing),
     )
 
 
