@@ -9,16 +9,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 
 CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "scripted"}
 
 
-def _frame(delta: dict[str, object], finish: str | None = None) -> bytes:
-    body = json.dumps({**CHUNK, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+# The wire of a streamed Chat Completions answer (also used by tests/node/model_server.py).
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+STREAM_END = b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+
+
+def frame(delta: dict[str, object], finish: str | None = None, chunk: dict[str, object] = CHUNK) -> bytes:
+    """One chunk of the answer, in HTTP chunked encoding."""
+    body = json.dumps({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     data = f"data: {body}\n\n".encode()
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def requests(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The bodies of the requests on one keep-alive connection, until it closes."""
+    try:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            yield await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return
 
 
 class ScriptedServer:
@@ -27,32 +48,23 @@ class ScriptedServer:
         self.served = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
+        with contextlib.suppress(ConnectionError):
+            async for _ in requests(reader):
                 await self.answer(writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
         writer.close()
 
     async def answer(self, writer: asyncio.StreamWriter) -> None:
         began = time.monotonic()
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
+        writer.write(STREAM_HEAD)
         await asyncio.sleep(self.ttft_s)
-        writer.write(_frame({"role": "assistant", "content": ""}))
+        writer.write(frame({"role": "assistant", "content": ""}))
         for n in range(self.deltas):
-            writer.write(_frame({"content": f"tok{n} "}))
+            writer.write(frame({"content": f"tok{n} "}))
             await writer.drain()
             # paced against the start, so a busy event loop does not stretch the answer
             await asyncio.sleep(max(0.0, began + self.ttft_s + (n + 1) * self.interval_s - time.monotonic()))
-        writer.write(_frame({}, "stop"))
-        writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+        writer.write(frame({}, "stop"))
+        writer.write(STREAM_END)
         await writer.drain()
         self.served += 1
 

@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from magent2.bus import RedisStreamsBus
-from tests.control.test_cancel import AGENT, bus, gateway, send, until_agent_known, workers
+from tests.control.test_cancel import AGENT, send, until_agent_known, workers
 from tests.support import conversation_events, eventually, python_env, wait_for_outputs
 
 pytestmark = pytest.mark.e2e
-__all__ = ["bus", "gateway"]  # fixtures shared with test_cancel
 
 APPROVE_TERMINAL = {
     "AGENT_TOOLS": "terminal",
@@ -42,10 +41,6 @@ async def decide(
     return await http.post(
         f"/conversations/{conversation}/approvals/{call_id}", json={"decision": decision, "reason": reason}
     )
-
-
-def kinds(events: list[Any]) -> list[str]:
-    return [e.event for e in events if e.event not in ("token",)]
 
 
 async def test_an_approved_call_runs_and_the_run_ends_with_one_output(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,9 +13,7 @@ import httpx
 import pytest
 
 from magent2.bus import RedisStreamsBus
-from magent2.gateway.app import create_app
-from magent2.settings import GatewaySettings
-from tests.support import conversation_events, eventually, running, serve_app, spawn, wait_for_outputs
+from tests.support import conversation_events, eventually, running, spawn, wait_for_outputs
 
 pytestmark = pytest.mark.e2e
 
@@ -40,21 +38,6 @@ def workers(redis_url: str, count: int = 1, **env: str) -> Iterator[list[subproc
         for process in processes[1:]:
             process.terminate()
             process.wait(20)
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[RedisStreamsBus]:
-    """The Redis the worker processes use, read directly to check what they published."""
-    redis_bus = RedisStreamsBus(redis_url)
-    yield redis_bus
-    await redis_bus.close()
-
-
-@pytest.fixture
-async def gateway(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(GatewaySettings(REDIS_URL=redis_url))
-    async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-        yield http
 
 
 async def send(http: httpx.AsyncClient, conversation: str, content: str) -> httpx.Response:

@@ -8,19 +8,25 @@ address. It drives real tool calls through the Agents SDK inside the worker pods
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-CHUNK = {"id": "chatcmpl-node", "object": "chat.completion.chunk", "created": 0, "model": "scripted"}
+from bench.openai_server import STREAM_END, STREAM_HEAD, frame, requests
+
+CHUNK: dict[str, object] = {
+    "id": "chatcmpl-node",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "scripted",
+}
 
 
 def _frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    body = json.dumps({**CHUNK, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    data = f"data: {body}\n\n".encode()
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+    return frame(delta, finish, CHUNK)
 
 
 def _text(content: Any) -> str:
@@ -36,23 +42,14 @@ class ScriptedModel:
         self.address = ""  # host:port, once serving
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = json.loads(await reader.readexactly(length) or b"{}")
+        with contextlib.suppress(ConnectionError):
+            async for body in requests(reader):
                 self.requests += 1
-                await self._answer(writer, body.get("messages", []))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+                await self._answer(writer, json.loads(body or b"{}").get("messages", []))
         writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, messages: list[dict[str, Any]]) -> None:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
+        writer.write(STREAM_HEAD)
         writer.write(_frame({"role": "assistant", "content": ""}))
         last = messages[-1] if messages else {}
         text = _text(last.get("content"))
@@ -71,7 +68,7 @@ class ScriptedModel:
                 writer.write(_frame({"content": piece}))
                 await writer.drain()
             writer.write(_frame({}, "stop"))
-        writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+        writer.write(STREAM_END)
         await writer.drain()
 
 

@@ -156,7 +156,7 @@ class AgentsSdkRunner:
             self.agent, paused.state, context_override=RunContextWrapper(context=envelope)
         )
         for item in state.get_interruptions():
-            call_id = str(_field(item.raw_item, "call_id") or _field(item.raw_item, "id") or "")
+            call_id = _call_id(item.raw_item)
             decision = paused.decisions.get(call_id)
             if decision is not None and decision.decision == "approve":
                 state.approve(item)
@@ -169,7 +169,7 @@ class AgentsSdkRunner:
     def _approval_call(self, item: Any) -> ApprovalCall:
         raw = item.raw_item
         return ApprovalCall(
-            call_id=str(_field(raw, "call_id") or _field(raw, "id") or ""),
+            call_id=_call_id(raw),
             tool=str(_field(raw, "name") or getattr(item, "tool_name", None) or "tool"),
             arguments=_redact_values(_parse_args(_field(raw, "arguments")), self.redact),
         )
@@ -202,7 +202,7 @@ class _ToolSteps:
         item = event.item
         if isinstance(item, ToolCallItem):
             raw = item.raw_item
-            call_id = str(_field(raw, "call_id") or _field(raw, "id") or "")
+            call_id = _call_id(raw)
             name = str(_field(raw, "name") or "tool")
             self.started[call_id] = (name, time.perf_counter())
             return ToolStepEvent(
@@ -240,6 +240,10 @@ def _redact_values(value: Any, redact: Callable[[str], str]) -> Any:
 
 def _field(raw: Any, name: str) -> Any:
     return raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+
+
+def _call_id(raw: Any) -> str:
+    return str(_field(raw, "call_id") or _field(raw, "id") or "")
 
 
 def _parse_args(arguments: Any) -> dict[str, Any]:
