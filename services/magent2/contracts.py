@@ -165,6 +165,7 @@ stream_event_adapter: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
 
 # The outcome of a message: exactly one of these per message, published with its completion.
 FINAL_EVENTS = frozenset({"output", "error", "cancelled"})
+FinalEvent = OutputEvent | ErrorEvent | CancelledEvent
 
 
 # --- run control -------------------------------------------------------------------------------
@@ -216,6 +217,32 @@ class PendingApproval(_Wire):
     resumed: str | None = None  # its inbox id, once enqueued
 
 
+# --- orchestration ---------------------------------------------------------------------------
+
+SIGNAL_TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+
+class Signal(_Wire):
+    """An entry of `signal:{topic}` (signal_send, or a fan-out child's `done` signal)."""
+
+    topic: str
+    sender: str
+    payload: str
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+ChildStatus = Literal["done", "error", "cancelled"]
+
+
+class ChildOutcome(_Wire):
+    """The payload of a fan-out child's done signal, published with its run's final event."""
+
+    conversation_id: str
+    message_id: str
+    status: ChildStatus
+    output: str
+
+
 class AgentCard(_Wire):
     """What workers tell the gateway about their agent (`agent:{name}`, written at start)."""
 
@@ -234,6 +261,8 @@ BUILTIN_TOOLS: dict[str, tuple[str, ...]] = {
     "terminal": ("terminal",),
     "todo": ("todo_create", "todo_get", "todo_list", "todo_update", "todo_delete"),
     "chat": ("chat_send",),
+    "signals": ("signal_send", "signal_wait"),
+    "fanout": ("fan_out", "fan_in"),
 }
 
 

@@ -51,6 +51,8 @@ class BusSettings(_Env):
     bus_prefix: str = Field(default="", alias="BUS_PREFIX", pattern=r"^[A-Za-z0-9:._-]*$")
     events_ttl_seconds: int = Field(default=7 * 86_400, alias="EVENTS_TTL_SECONDS", ge=60)
     stream_maxlen: int = Field(default=100_000, alias="STREAM_MAXLEN", ge=100)
+    # The observer's index keeps this many most recent conversations (each for EVENTS_TTL_SECONDS).
+    observer_max_conversations: int = Field(default=10_000, alias="OBSERVER_MAX_CONVERSATIONS", ge=10)
     # Every Redis reply must arrive within this; blocking reads are kept a second shorter.
     redis_socket_timeout_seconds: float = Field(
         default=10, alias="REDIS_SOCKET_TIMEOUT_SECONDS", ge=2, le=300
@@ -109,6 +111,10 @@ class WorkerSettings(BusSettings):
     terminal_workdir: Path = Field(default_factory=Path.cwd, alias="TERMINAL_WORKDIR")
     todo_store_prefix: str = Field(default="todo", alias="TODO_STORE_PREFIX", pattern=r"^[A-Za-z0-9:._-]+$")
     chat_max_hops: int = Field(default=4, alias="CHAT_MAX_HOPS", ge=1, le=50)
+    # signal_send may only use topics starting with this; payloads up to this size
+    signal_topic_prefix: str = Field(default="", alias="SIGNAL_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._:/-]*$")
+    signal_payload_max_bytes: int = Field(default=64 * 1024, alias="SIGNAL_PAYLOAD_MAX_BYTES", ge=1)
+    fanout_max_children: int = Field(default=10, alias="FANOUT_MAX_CHILDREN", ge=1, le=100)
     mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list, alias="AGENT_MCP_SERVERS")
 
     @model_validator(mode="after")
@@ -168,6 +174,8 @@ class GatewaySettings(BusSettings):
     max_content_bytes: int = Field(default=64 * 1024, alias="GATEWAY_MAX_CONTENT_BYTES", ge=1)
     heartbeat_seconds: float = Field(default=15, alias="GATEWAY_HEARTBEAT_SECONDS", gt=0)
     log_level: str = Field(default="info", alias="GATEWAY_LOG_LEVEL")
+    # An SSE event larger than this has its longest text fields shortened (valid JSON, marked).
+    sse_max_event_bytes: int = Field(default=256 * 1024, alias="SSE_MAX_EVENT_BYTES", ge=1024)
     # POST /send to an agent without an inbox (no worker ever started) is a 404, not a silent wait.
     check_recipients: bool = Field(default=True, alias="GATEWAY_CHECK_RECIPIENTS")
     # Without REDIS_URL the gateway refuses to start unless this says an in-memory bus is meant.

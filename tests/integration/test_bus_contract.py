@@ -9,7 +9,7 @@ import time
 import pytest
 
 from magent2.bus import LATEST, START, Bus, ConversationBusy, Publication
-from magent2.bus.api import Parking, parse_id
+from magent2.bus.api import Parking, Ranking, Tally, parse_id
 
 S = "stream:test"
 G = "workers"
@@ -399,3 +399,41 @@ async def test_a_parked_entry_keeps_its_turn_until_the_last_decision_enqueues_it
     await bus.complete(inbox, "g", "me", resumed, order_key="c1", done_token="m1")
     assert await bus.admit(inbox, "g", "me", second, order_key="c1", token="m2", max_deliveries=5) == "run"
     assert json.loads(await bus.get_value("approval:c1") or "")["resumed"] == resumed
+
+
+async def test_index_updates_apply_once_with_an_accepted_entry(bus: Bus) -> None:
+    inbox, announce = "chat:index", Publication("stream:index", ["hello"])
+    index = [
+        Tally("observer:c1", increments={"messages": 1, "edge:a>b": 2}, fields={"last": "x"}, ttl_s=60),
+        Tally("observer:c1", defaults={"first": "1"}),
+        Ranking("observer:all", "c1", 1000.0, keep=2, ttl_s=60),
+    ]
+    await bus.publish_after(announce, inbox, "m1", order_key="c1", token="t1", index=index)
+    await bus.publish_after(announce, inbox, "m1", order_key="c1", token="t1", index=index)  # a retry
+    later = [Tally("observer:c1", increments={"messages": 1}, defaults={"first": "2"})]
+    await bus.publish_after(announce, inbox, "m2", order_key="c1", token="t2", index=later)
+    assert await bus.tally("observer:c1") == {"messages": "2", "edge:a>b": "2", "last": "x", "first": "1"}
+    assert await bus.tally("observer:none") == {}
+    for member, score in [("c2", 3000.0), ("c3", 2000.0)]:
+        ranking = [Ranking("observer:all", member, score, keep=2)]
+        await bus.publish_after(announce, inbox, member, order_key=member, index=ranking)
+    # keeps the 2 highest scores, newest first; `below` pages
+    assert await bus.ranked("observer:all") == [("c2", 3000.0), ("c3", 2000.0)]
+    assert await bus.ranked("observer:all", below=3000.0, limit=5) == [("c3", 2000.0)]
+    assert await bus.ranked_count("observer:all") == 2
+    assert await bus.ranked("observer:none") == [] and await bus.ranked_count("observer:none") == 0
+
+
+async def test_queue_health_counts_backlog_in_flight_and_consumers(bus: Bus) -> None:
+    empty = await bus.queue_health("chat:health", G)
+    assert (empty.backlog, empty.in_flight, empty.consumers) == (0, 0, [])
+    await bus.ensure_group("chat:health", G)
+    ids = [await bus.publish("chat:health", f"m{i}") for i in range(5)]
+    await bus.consume("chat:health", G, "w1", count=2, block_ms=100)
+    health = await bus.queue_health("chat:health", G)
+    assert (health.backlog, health.in_flight) == (3, 2)
+    assert [(c.name, c.pending) for c in health.consumers] == [("w1", 2)]
+    assert health.consumers[0].idle_ms < 5_000
+    assert 0 <= health.oldest_pending_s < 5 and health.last_entry_ms == parse_id(ids[-1])[0]
+    await bus.complete("chat:health", G, "w1", ids[0])
+    assert (await bus.queue_health("chat:health", G)).in_flight == 1

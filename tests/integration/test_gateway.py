@@ -191,9 +191,8 @@ async def test_operational_endpoints(gateway: tuple[str, Bus]) -> None:
         await http.get("/stream/c1", params={"max_events": 5})
         assert (await http.get("/health")).json() == {"status": "ok"}
         assert (await http.get("/ready")).json() == {"status": "ready"}
-        assert (await http.get("/agents")).json() == {
-            "agents": [{"name": "DevAgent", "inbox": "chat:DevAgent"}]
-        }
+        [agent] = (await http.get("/agents")).json()["agents"]
+        assert (agent["name"], agent["inbox"], agent["workers_alive"]) == ("DevAgent", "chat:DevAgent", 1)
         metrics = (await http.get("/metrics")).text
         assert (await http.get("/docs")).status_code == 200
         assert "/send" in (await http.get("/openapi.json")).json()["paths"]

@@ -6,10 +6,13 @@ from typing import Any
 
 from magent2.bus import InMemoryBus, Keys
 from magent2.contracts import MessageEnvelope
+from magent2.observer.index import ObserverIndex
 from magent2.tools.chat import Chat
 from magent2.worker import EchoRunner, Worker
 from tests.scripted_model import scripted_worker
 from tests.support import conversation_events, eventually, send_envelope, wait_for_outputs, workers_running
+
+INDEX = ObserverIndex(Keys(), keep=100, ttl_s=None)
 
 
 def agent(bus: InMemoryBus, name: str, **env: Any) -> Worker:
@@ -47,14 +50,14 @@ async def test_wait_times_out_when_nobody_answers() -> None:
 
 
 async def test_messages_to_oneself_and_bad_names_are_refused() -> None:
-    chat = Chat(InMemoryBus(), Keys(), "A", max_hops=3, events_ttl_s=None)
+    chat = Chat(InMemoryBus(), Keys(), "A", max_hops=3, events_ttl_s=None, index=INDEX)
     assert (await chat.send(None, "A", "me?"))["error"] == "an agent cannot send a message to itself"
     assert "invalid agent name" in (await chat.send(None, "agent:bad name", "x"))["error"]
 
 
 async def test_new_conversation_when_none_is_current() -> None:
     bus = InMemoryBus()
-    result = await Chat(bus, Keys(), "A", max_hops=3, events_ttl_s=None).send(None, "B", "hello")
+    result = await Chat(bus, Keys(), "A", max_hops=3, events_ttl_s=None, index=INDEX).send(None, "B", "hello")
     assert result["sent"] and result["conversation_id"].startswith("chat-") and result["hops"] == 1
     [queued] = await bus.read(Keys().inbox("B"))
     assert MessageEnvelope.model_validate_json(queued.payload).metadata["hops"] == 1

@@ -20,7 +20,7 @@ def tool_names(toolset: Any) -> list[str]:
 
 
 def test_default_is_every_detected_tool() -> None:
-    assert selected_tools(settings()) == (["terminal", "todo", "chat"], None)
+    assert selected_tools(settings()) == (["terminal", "todo", "chat", "signals", "fanout"], None)
     names = tool_names(build_toolset(settings(), InMemoryBus()))
     assert names == [
         "terminal",
@@ -30,6 +30,10 @@ def test_default_is_every_detected_tool() -> None:
         "todo_update",
         "todo_delete",
         "chat_send",
+        "signal_send",
+        "signal_wait",
+        "fan_out",
+        "fan_in",
     ]
 
 
@@ -60,7 +64,7 @@ def test_explicit_mode_means_no_tools_unless_listed() -> None:
 
 def test_mcp_servers_add_their_names() -> None:
     mcp = '[{"name": "time", "command": ["mcp-server-time"]}]'
-    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp))[0] == ["terminal", "todo", "chat", "time"]
+    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp))[0] == ["terminal", "todo", "chat", "signals", "fanout", "time"]
 
 
 def test_terminal_settings_from_env(tmp_path: Path) -> None:

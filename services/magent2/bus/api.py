@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+GROUP = "workers"  # the consumer group of every inbox: one consumer per worker process
 START = "0-0"  # read from the beginning of a stream
 LATEST = "$"  # read only entries added after the call
 
@@ -69,6 +70,17 @@ class Keys:
         """A gateway stream reader's own stream: an entry there ends its blocking read early."""
         return f"{self.prefix}gateway:{reader}:wake"
 
+    def conversations(self) -> str:
+        """Observer index: sorted set of conversation ids scored by their last message (unix ms)."""
+        return f"{self.prefix}observer:conversations"
+
+    def conversation(self, conversation_id: str) -> str:
+        """Observer index: a conversation's counters (messages, agents, edges, children)."""
+        return f"{self.prefix}observer:conversation:{conversation_id}"
+
+    def signal(self, topic: str) -> str:
+        return f"{self.prefix}signal:{topic}"
+
     @property
     def inbox_prefix(self) -> str:
         return f"{self.prefix}chat:"
@@ -102,6 +114,51 @@ class Parking:
     due_key: str
     due_member: str
     due_at: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A hash updated together with another write (the observer's index): `increments` added,
+    `fields` set, `defaults` set only when absent; the key expires `ttl_s` after the update."""
+
+    key: str
+    increments: Mapping[str, int] = field(default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """`member` scored `score` in the sorted set `key`, which keeps only its `keep` highest."""
+
+    key: str
+    member: str
+    score: float
+    keep: int
+    ttl_s: int | None = None
+
+
+IndexUpdate = Tally | Ranking
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerState:
+    name: str
+    idle_ms: int  # since its last read, claim or renewal
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueHealth:
+    """A consumer group's queue: entries never delivered (backlog), delivered and not acked
+    (in flight), the age of the oldest in-flight entry, and the group's consumers."""
+
+    backlog: int
+    in_flight: int
+    oldest_pending_s: float
+    last_entry_ms: int  # unix ms of the newest entry (0: none)
+    consumers: list[ConsumerState]
 
 
 # unknown: no such pending call; decided: it was decided before; pending: other calls still wait;
@@ -161,6 +218,7 @@ class Bus(ABC):
         token_ttl_s: int = 86_400,
         durable_timeout_ms: int | None = None,
         only_if_idle: bool = False,
+        index: Sequence[IndexUpdate] = (),
     ) -> tuple[list[str], str]:
         """Atomically append `first`'s entries, then one entry to `stream` ordered under
         `order_key`; return both ids. With `only_if_idle`, raise `ConversationBusy` instead while
@@ -170,7 +228,22 @@ class Bus(ABC):
         With `token`, a second call with the same token (within `token_ttl_s`) publishes nothing
         and returns the first call's ids: retrying an acceptance is safe. With
         `durable_timeout_ms`, return only once the store has the write on disk (else raise
-        `BusUnavailable`: the outcome is unknown, and retrying with the token is safe)."""
+        `BusUnavailable`: the outcome is unknown, and retrying with the token is safe).
+        `index` is applied with the entry (not again for a repeated token)."""
+
+    @abstractmethod
+    async def tally(self, key: str) -> dict[str, str]:
+        """The fields of a `Tally`'s hash ({} when missing or expired)."""
+
+    @abstractmethod
+    async def ranked(
+        self, key: str, *, below: float | None = None, limit: int = 50
+    ) -> list[tuple[str, float]]:
+        """A `Ranking`'s members, highest score first, only scores below `below` when given."""
+
+    @abstractmethod
+    async def ranked_count(self, key: str) -> int:
+        """How many members the sorted set `key` has (0 when missing)."""
 
     @abstractmethod
     async def read(
@@ -241,6 +314,10 @@ class Bus(ABC):
     async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
         """Forget consumers that hold nothing and were not seen for `idle_ms` (workers long gone);
         return their names."""
+
+    @abstractmethod
+    async def queue_health(self, stream: str, group: str) -> QueueHealth:
+        """Backlog, in-flight entries and consumers of `group` on `stream` (all zero when missing)."""
 
     @abstractmethod
     async def admit(

@@ -18,12 +18,16 @@ from magent2.bus.api import (
     Bus,
     BusMessage,
     Completion,
+    ConsumerState,
     ConversationBusy,
+    IndexUpdate,
     Parking,
     Publication,
+    QueueHealth,
     Verdict,
     parse_id,
 )
+from magent2.bus.tallies import Tallies
 
 _Id = tuple[int, int]
 
@@ -91,6 +95,7 @@ class InMemoryBus(Bus):
         self._done: dict[tuple[str, str], float] = {}
         self._accepted: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._any_change = asyncio.Condition()  # for read_many over many streams
+        self._tallies = Tallies()
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -137,6 +142,7 @@ class InMemoryBus(Bus):
         token_ttl_s: int = 86_400,
         durable_timeout_ms: int | None = None,
         only_if_idle: bool = False,
+        index: Sequence[IndexUpdate] = (),
     ) -> tuple[list[str], str]:
         now = time.monotonic()
         if token is not None:
@@ -147,10 +153,22 @@ class InMemoryBus(Bus):
             raise ConversationBusy(f"an earlier message under {order_key!r} is unfinished")
         first_ids = await self.publish_many(first.stream, first.payloads)
         message_id = await self.publish(stream, payload, order_key=order_key)
+        self._tallies.apply(index)
         if token is not None:
             _forget_expired(self._accepted, now)
             self._accepted[(stream, token)] = (now + token_ttl_s, [*first_ids, message_id])
         return first_ids, message_id
+
+    async def tally(self, key: str) -> dict[str, str]:
+        return self._tallies.hash(key)
+
+    async def ranked(
+        self, key: str, *, below: float | None = None, limit: int = 50
+    ) -> list[tuple[str, float]]:
+        return self._tallies.ranked(key, below, limit)
+
+    async def ranked_count(self, key: str) -> int:
+        return self._tallies.count(key)
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
@@ -321,6 +339,22 @@ class InMemoryBus(Bus):
         for name in gone:
             del state.seen[name]
         return gone
+
+    async def queue_health(self, stream: str, group: str) -> QueueHealth:
+        target = self._streams.get(stream)
+        state = target.groups.get(group) if target else None
+        if target is None or state is None:
+            return QueueHealth(0, 0, 0.0, 0, [])
+        now = _now_ms()
+        held = [p.consumer for p in state.pending.values()]
+        oldest = min(state.pending, key=parse_id, default=None)
+        return QueueHealth(
+            backlog=len(target.ids) - bisect.bisect_right(target.ids, state.last_delivered),
+            in_flight=len(state.pending),
+            oldest_pending_s=max(0.0, time.time() - parse_id(oldest)[0] / 1000) if oldest else 0.0,
+            last_entry_ms=target.ids[-1][0] if target.ids else 0,
+            consumers=[ConsumerState(c, now - seen, held.count(c)) for c, seen in state.seen.items()],
+        )
 
     async def admit(
         self,

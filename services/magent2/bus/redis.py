@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -22,177 +24,19 @@ from magent2.bus.api import (
     BusMessage,
     BusUnavailable,
     Completion,
+    ConsumerState,
     ConversationBusy,
+    IndexUpdate,
     Parking,
     Publication,
+    QueueHealth,
+    Ranking,
     Verdict,
+    parse_id,
 )
+from magent2.bus.scripts import ADMIT, COMPLETE, DECIDE, PUBLISH_AFTER, PUBLISH_ORDERED, RENEW
 
 FIELD = "data"
-
-# XADD and queue the new id on the order list in one atomic step.
-_PUBLISH_ORDERED = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[1])
-redis.call('RPUSH', KEYS[2], id)
-return id
-"""
-
-# KEYS: first stream, stream, order list, accepted marker.
-# ARGV: maxlen, ttl ('' for none), payload, marker ttl ('' for no de-duplication),
-# only if idle ('1' or ''), first payloads...
-# A second call with the same marker returns the first call's ids and publishes nothing; it
-# still writes (EXPIRE), so a WAITAOF after it also waits for the first call's write to be fsynced.
-# Only if idle: 'busy' (nothing written) while the order list holds an unfinished entry.
-_PUBLISH_AFTER = """
-if ARGV[4] ~= '' then
-  local seen = redis.call('GET', KEYS[4])
-  if seen then
-    redis.call('EXPIRE', KEYS[4], ARGV[4])
-    return cjson.decode(seen)
-  end
-end
-if ARGV[5] == '1' and redis.call('LLEN', KEYS[3]) > 0 then return 'busy' end
-local ids = {}
-for i = 6, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
-end
-if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[3])
-redis.call('RPUSH', KEYS[3], id)
-ids[#ids + 1] = id
-if ARGV[4] ~= '' then redis.call('SET', KEYS[4], cjson.encode(ids), 'EX', ARGV[4]) end
-return ids
-"""
-
-# Who holds entry ARGV[i] of group ARGV[1]: {id, consumer, idle ms, deliveries} or nil.
-_HOLDER = """
-local function holder(stream, group, id)
-  local found = redis.call('XPENDING', stream, group, id, id, 1)
-  return found[1]
-end
-"""
-
-# KEYS: stream, order list, done key.
-# ARGV: message id, group, consumer, max deliveries. -> 'lost' | 'done' | 'dead' | 'wait' | 'run'
-_ADMIT = (
-    _HOLDER
-    + """
-local held = holder(KEYS[1], ARGV[2], ARGV[1])
-if not held or held[2] ~= ARGV[3] then return 'lost' end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'done' end
-if tonumber(held[4]) > tonumber(ARGV[4]) then return 'dead' end
-local function earlier(a, b)
-  local am, as = string.match(a, '(%d+)-(%d+)')
-  local bm, bs = string.match(b, '(%d+)-(%d+)')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am < bm or (am == bm and as < bs)
-end
--- The head of the order runs. A resumed run holds the head with a newer id than the messages
--- queued behind it, so membership counts, not only ids.
-local queued = redis.call('LPOS', KEYS[2], ARGV[1])
-while true do
-  local head = redis.call('LINDEX', KEYS[2], 0)
-  if not head or head == ARGV[1] then return 'run' end
-  if not queued and not earlier(head, ARGV[1]) then return 'run' end
-  if #redis.call('XRANGE', KEYS[1], head, head) > 0 then return 'wait' end
-  redis.call('LREM', KEYS[2], 1, head) -- trimmed away before anyone ran it
-end
-"""
-)
-
-# Fenced completion. KEYS: stream, order list, done key, record key, due key, then one stream per
-# publication. ARGV: group, message id, consumer, done ttl ('' for no marker), maxlen,
-#       park ('1' or ''), record, record ttl, due score, due member,
-#       then per publication: ttl ('' for none), entry count, entries...
-# Ownership and the done marker are checked in the same script that publishes, so a stale
-# worker (frozen past its lease, or retrying through an outage) can never publish twice.
-# Parking (a run paused for approval) stores its record and keeps the conversation's turn:
-# the entry stays on the order list until the resume that the last decision enqueues replaces it.
-_COMPLETE = (
-    _HOLDER
-    + """
-local held = holder(KEYS[1], ARGV[1], ARGV[2])
-if not held or held[2] ~= ARGV[3] then
-  if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return 'duplicate' end
-  return 'lost'
-end
-local verdict = 'ok'
-if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  verdict = 'duplicate'
-else
-  local at = 11
-  for k = 6, #KEYS do
-    local ttl, n = ARGV[at], tonumber(ARGV[at + 1])
-    for i = at + 2, at + 1 + n do
-      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[i])
-    end
-    if ttl ~= '' and n > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
-    at = at + 2 + n
-  end
-  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4]) end
-  if ARGV[6] == '1' then
-    redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8])
-    redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
-  end
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[6] ~= '1' then redis.call('LREM', KEYS[2], 1, ARGV[2]) end
-return verdict
-"""
-)
-
-# A decision on a paused run's call. KEYS: record, events stream, inbox, order list, due set.
-# ARGV: call id, decision (JSON), resolved event, maxlen, events ttl ('' for none), due member.
-# -> {'unknown'} | {'decided', earlier decision} | {'pending'} | {'resumed', resume inbox id}.
-# The last decision enqueues the record's resume entry in the parked entry's place at the head
-# of the conversation's order, so the run continues before anything sent meanwhile.
-_DECIDE = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'unknown'} end
-local record = cjson.decode(raw)
-local known = false
-for _, call in ipairs(record.calls) do
-  if call.call_id == ARGV[1] then known = true end
-end
-if not known then return {'unknown'} end
-local earlier = record.decisions[ARGV[1]]
-if earlier then return {'decided', cjson.encode(earlier)} end
-record.decisions[ARGV[1]] = cjson.decode(ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'data', ARGV[3])
-if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
-for _, call in ipairs(record.calls) do
-  if not record.decisions[call.call_id] then
-    redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
-    return {'pending'}
-  end
-end
-local resumed = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'data', record.resume)
-local at = redis.call('LPOS', KEYS[4], record.inbox_id)
-if at then redis.call('LSET', KEYS[4], at, resumed) else redis.call('LPUSH', KEYS[4], resumed) end
-redis.call('ZREM', KEYS[5], ARGV[6])
-record.resumed = resumed
-redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
-return {'resumed', resumed}
-"""
-
-# Renew (idle 0) or hand back (idle > 0) only entries this consumer still holds; XCLAIM alone
-# would take an entry from whoever holds it now. JUSTID leaves the delivery count alone.
-# KEYS: stream. ARGV: group, consumer, idle ms, ids... -> the ids this consumer no longer holds.
-_RENEW = (
-    _HOLDER
-    + """
-local lost = {}
-for i = 4, #ARGV do
-  local held = holder(KEYS[1], ARGV[1], ARGV[i])
-  if held and held[2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
-"""
-)
 
 
 def order_list_key(stream: str, order_key: str) -> str:
@@ -205,6 +49,22 @@ def done_key(stream: str, token: str) -> str:
 
 def accepted_key(stream: str, token: str) -> str:
     return f"{stream}:accepted:{token}"
+
+
+def _index_spec(index: Sequence[IndexUpdate], first_key: int) -> list[dict[str, Any]]:
+    """`index` for PUBLISH_AFTER: each update names its key by position in KEYS (1-based)."""
+    spec: list[dict[str, Any]] = []
+    for at, update in enumerate(index, start=first_key):
+        item: dict[str, Any] = {"k": at}
+        if isinstance(update, Ranking):
+            item |= {"member": update.member, "score": update.score, "keep": update.keep}
+        else:
+            # {} would encode as a JSON object either way; cjson needs objects, not arrays
+            item |= {"incr": dict(update.increments), "set": dict(update.fields), "nx": dict(update.defaults)}
+        if update.ttl_s is not None:
+            item["ttl"] = update.ttl_s
+        spec.append(item)
+    return spec
 
 
 def _glob_escape(text: str) -> str:
@@ -254,12 +114,12 @@ class RedisStreamsBus(Bus):
             timeout=socket_timeout_s,
         )
         self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closing it closes the pool
-        self._publish_ordered = self.redis.register_script(_PUBLISH_ORDERED)
-        self._decide = self.redis.register_script(_DECIDE)
-        self._publish_after = self.redis.register_script(_PUBLISH_AFTER)
-        self._admit = self.redis.register_script(_ADMIT)
-        self._complete = self.redis.register_script(_COMPLETE)
-        self._renew = self.redis.register_script(_RENEW)
+        self._publish_ordered = self.redis.register_script(PUBLISH_ORDERED)
+        self._decide = self.redis.register_script(DECIDE)
+        self._publish_after = self.redis.register_script(PUBLISH_AFTER)
+        self._admit = self.redis.register_script(ADMIT)
+        self._complete = self.redis.register_script(COMPLETE)
+        self._renew = self.redis.register_script(RENEW)
 
     def _block(self, block_ms: int | None) -> int | None:
         return None if block_ms is None else min(block_ms, self.max_block_ms)
@@ -287,11 +147,14 @@ class RedisStreamsBus(Bus):
         token_ttl_s: int = 86_400,
         durable_timeout_ms: int | None = None,
         only_if_idle: bool = False,
+        index: Sequence[IndexUpdate] = (),
     ) -> tuple[list[str], str]:
         ttl = "" if first.ttl_s is None else str(first.ttl_s)
         keys = [first.stream, stream, order_list_key(stream, order_key), accepted_key(stream, token or "")]
+        spec = json.dumps(_index_spec(index, len(keys) + 1)) if index else "[]"
+        keys += [update.key for update in index]
         args: list[str | int] = [self.maxlen, ttl, payload, "" if token is None else token_ttl_s]
-        args += ["1" if only_if_idle else "", *first.payloads]
+        args += ["1" if only_if_idle else "", spec, *first.payloads]
         async with _unavailable_on_connection_errors():
             if durable_timeout_ms is None:
                 ids = await self._publish_after(keys=keys, args=args)
@@ -321,6 +184,25 @@ class RedisStreamsBus(Bus):
         async with _unavailable_on_connection_errors():
             value = await self.redis.get(key)
         return None if value is None else str(value)
+
+    async def tally(self, key: str) -> dict[str, str]:
+        async with _unavailable_on_connection_errors():
+            found: dict[Any, Any] = await self.redis.hgetall(key)
+        return {str(k): str(v) for k, v in found.items()}
+
+    async def ranked(
+        self, key: str, *, below: float | None = None, limit: int = 50
+    ) -> list[tuple[str, float]]:
+        top = "+inf" if below is None else f"({below}"
+        async with _unavailable_on_connection_errors():
+            found: Any = await self.redis.zrevrangebyscore(
+                key, top, "-inf", start=0, num=limit, withscores=True
+            )
+        return [(str(member), float(score)) for member, score in found]
+
+    async def ranked_count(self, key: str) -> int:
+        async with _unavailable_on_connection_errors():
+            return int(await self.redis.zcard(key))
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
@@ -440,6 +322,37 @@ class RedisStreamsBus(Bus):
             for name in gone:
                 await self.redis.xgroup_delconsumer(stream, group, name)
         return gone
+
+    async def queue_health(self, stream: str, group: str) -> QueueHealth:
+        async with _unavailable_on_connection_errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.xinfo_groups(stream)
+            pipe.xinfo_consumers(stream, group)
+            pipe.xpending(stream, group)
+            pipe.xrevrange(stream, count=1)
+            # a missing stream or group answers errors, returned in place of the replies
+            groups, consumers, pending, newest = await pipe.execute(raise_on_error=False)
+        if not isinstance(groups, list) or isinstance(consumers, Exception):
+            return QueueHealth(0, 0, 0.0, 0, [])  # no such stream or group yet
+        found: dict[str, Any] = next((g for g in groups if g["name"] == group), {})
+        in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
+        oldest = pending.get("min") if isinstance(pending, dict) and in_flight else None
+        now_ms = time.time() * 1000
+        last_ms = parse_id(str(newest[0][0]))[0] if isinstance(newest, list) and newest else 0
+        # `lag` is nil when Redis cannot tell (entries deleted in the middle): count them instead.
+        lag = found.get("lag")
+        return QueueHealth(
+            backlog=int(lag) if lag is not None else await self._undelivered(stream, found),
+            in_flight=in_flight,
+            oldest_pending_s=max(0.0, (now_ms - parse_id(str(oldest))[0]) / 1000) if oldest else 0.0,
+            last_entry_ms=last_ms,
+            consumers=[ConsumerState(str(c["name"]), int(c["idle"]), int(c["pending"])) for c in consumers],
+        )
+
+    async def _undelivered(self, stream: str, group: dict[str, Any]) -> int:
+        after = str(group.get("last-delivered-id") or START)
+        async with _unavailable_on_connection_errors():
+            entries: Any = await self.redis.xrange(stream, f"({after}", "+", count=10_000)
+        return len(entries)
 
     async def admit(
         self,

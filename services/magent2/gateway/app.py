@@ -18,7 +18,9 @@ from magent2.gateway.deps import Gateway
 from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics, RequestCounter
-from magent2.gateway.routes import agents, control, messages, ops
+from magent2.gateway.routes import agents, control, conversations, messages, ops
+from magent2.observer.index import ObserverIndex
+from magent2.observer.queries import Observer
 from magent2.settings import GatewaySettings
 
 
@@ -62,11 +64,15 @@ def create_app(
         hub=hub,
         directory=AgentDirectory(the_bus, keys, fixed=known_agents),
         cards=AgentCards(the_bus, keys),
+        index=ObserverIndex(
+            keys, keep=settings.observer_max_conversations, ttl_s=settings.events_ttl_seconds
+        ),
+        observer=Observer(the_bus, keys),
         tokens=[token.encode() for token in settings.api_tokens],
     )
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(BusUnavailable, _bus_unavailable)  # type: ignore[arg-type]
-    for module in (messages, control, agents, ops):
+    for module in (messages, control, conversations, agents, ops):
         app.include_router(module.router)
     return app
 

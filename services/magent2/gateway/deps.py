@@ -16,6 +16,8 @@ from magent2.control.policy import AgentCards
 from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
 from magent2.gateway.metrics import GatewayMetrics
+from magent2.observer.index import ObserverIndex
+from magent2.observer.queries import Observer
 from magent2.settings import GatewaySettings
 
 _bearer = HTTPBearer(auto_error=False)
@@ -33,6 +35,8 @@ class Gateway:
     hub: StreamHub
     directory: AgentDirectory
     cards: AgentCards
+    index: ObserverIndex
+    observer: Observer
     tokens: list[bytes] = field(default_factory=list)
 
 

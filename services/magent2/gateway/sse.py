@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 from magent2.bus import Bus, BusMessage, BusUnavailable
 from magent2.bus.api import parse_id
@@ -26,11 +27,39 @@ _EVENT_NAME = re.compile(rb'"event":"([a-z_]+)"')
 _CREATED_AT = re.compile(rb'"created_at":"([^"]+)"')
 
 
-def frame(message_id: str, payload: str) -> str:
+def frame(message_id: str, payload: str, max_bytes: int | None = None) -> str:
     raw = payload.encode()
     found = _EVENT_NAME.search(raw)
     name = found.group(1).decode() if found else "message"
+    if max_bytes is not None and len(raw) > max_bytes:
+        payload = shorten(payload, max_bytes)
     return f"id: {message_id}\nevent: {name}\ndata: {payload}\n\n"
+
+
+def shorten(payload: str, max_bytes: int) -> str:
+    """The event with its longest text fields cut (each ending in a marker that says how much
+    was cut) until it fits in `max_bytes`, plus `"truncated": true`; always valid JSON. The full
+    event stays on the bus (`GET /conversations/{id}`)."""
+    event = json.loads(payload)
+    event["truncated"] = True
+    while True:
+        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        over = len(text.encode()) - max_bytes
+        holder, key, longest = _longest_text(event)
+        if over <= 0 or holder is None or len(longest) < 64:
+            return text  # fits, or nothing long is left to cut
+        cut = min(len(longest) - 32, over + 48)  # a character is at least a byte; 48 for the marker
+        holder[key] = f"{longest[: len(longest) - cut]}…[truncated {cut} characters]"
+
+
+def _longest_text(value: Any) -> tuple[Any, Any, str]:
+    best: tuple[Any, Any, str] = (None, None, "")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = (value, key, item) if isinstance(item, str) else _longest_text(item)
+        if len(found[2]) > len(best[2]):
+            best = found
+    return best
 
 
 def _lag_seconds(payload: str) -> float | None:
@@ -50,6 +79,7 @@ async def event_stream(
     max_events: int | None,
     heartbeat_s: float,
     metrics: GatewayMetrics,
+    max_event_bytes: int | None = None,
 ) -> AsyncIterator[str]:
     sent = 0
     backoff = 0.1
@@ -90,7 +120,7 @@ async def event_stream(
             metrics.events_sent.inc(len(batch))
             if (lag := _lag_seconds(batch[-1].payload)) is not None:
                 metrics.event_lag.observe(max(lag, 0.0))
-            yield "".join(frame(message.id, message.payload) for message in batch)
+            yield "".join(frame(message.id, message.payload, max_event_bytes) for message in batch)
     finally:
         hub.unfollow(follower)
         metrics.open_streams.dec()

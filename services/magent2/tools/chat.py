@@ -5,7 +5,6 @@ agent cannot message itself."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from typing import Any
@@ -13,8 +12,9 @@ from typing import Any
 from agents import RunContextWrapper, function_tool
 
 from magent2.bus import Bus, Keys
-from magent2.bus.delivery import deliver
-from magent2.contracts import AGENT_NAME_PATTERN, MessageEnvelope, parse_event
+from magent2.bus.delivery import deliver, outcome
+from magent2.contracts import AGENT_NAME_PATTERN, CONVERSATION_ID_PATTERN, FinalEvent, MessageEnvelope
+from magent2.observer.index import PARENT, ObserverIndex
 from magent2.tools.output import as_json
 
 HOPS = "hops"
@@ -22,9 +22,16 @@ HOPS = "hops"
 
 class Chat:
     def __init__(
-        self, bus: Bus, keys: Keys, agent_name: str, *, max_hops: int, events_ttl_s: int | None
+        self,
+        bus: Bus,
+        keys: Keys,
+        agent_name: str,
+        *,
+        max_hops: int,
+        events_ttl_s: int | None,
+        index: ObserverIndex,
     ) -> None:
-        self.bus, self.keys, self.agent_name = bus, keys, agent_name
+        self.bus, self.keys, self.agent_name, self.index = bus, keys, agent_name, index
         self.max_hops, self.events_ttl_s = max_hops, events_ttl_s
 
     async def send(
@@ -48,14 +55,21 @@ class Chat:
         conversation = conversation_id or (
             current.conversation_id if current else f"chat-{uuid.uuid4().hex[:12]}"
         )
+        if not re.fullmatch(CONVERSATION_ID_PATTERN, conversation):
+            return {"sent": False, "error": f"invalid conversation id {conversation!r}"}
+        metadata: dict[str, Any] = {HOPS: hops, "origin_message_id": current.id if current else None}
+        if current and conversation != current.conversation_id:
+            metadata[PARENT] = current.conversation_id
         envelope = MessageEnvelope(
             conversation_id=conversation,
             sender=f"agent:{self.agent_name}",
             recipient=f"agent:{name}",
             content=content,
-            metadata={HOPS: hops, "origin_message_id": current.id if current else None},
+            metadata=metadata,
         )
-        cursor, _ = await deliver(self.bus, self.keys, envelope, events_ttl_s=self.events_ttl_s)
+        cursor, _ = await deliver(
+            self.bus, self.keys, envelope, events_ttl_s=self.events_ttl_s, index=self.index.updates(envelope)
+        )
         result: dict[str, Any] = {
             "sent": True,
             "message_id": envelope.id,
@@ -64,25 +78,22 @@ class Chat:
             "hops": hops,
         }
         if wait:
-            result.update(await self._reply(self.keys.events(conversation), cursor, envelope.id, timeout_s))
+            final = await outcome(
+                self.bus, self.keys.events(conversation), cursor, envelope.id, timeout_s=timeout_s
+            )
+            result.update(reply_of(final, timeout_s))
         return result
 
-    async def _reply(self, stream: str, cursor: str, message_id: str, timeout_s: float) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    for message in await self.bus.read(stream, cursor, block_ms=1000):
-                        cursor = message.id
-                        event = parse_event(message.payload)
-                        if (
-                            event.event in ("output", "error")
-                            and getattr(event, "message_id", None) == message_id
-                        ):
-                            if event.event == "output":
-                                return {"reply": event.text}
-                            return {"error": f"{event.message}", "retryable": event.retryable}
-        except TimeoutError:
-            return {"timeout": True, "error": f"no reply within {timeout_s:g}s"}
+
+def reply_of(final: FinalEvent | None, timeout_s: float) -> dict[str, Any]:
+    """What a waiting tool reports of another agent's outcome."""
+    if final is None:
+        return {"timeout": True, "error": f"no reply within {timeout_s:g}s"}
+    if final.event == "output":
+        return {"reply": final.text}
+    if final.event == "cancelled":
+        return {"error": f"cancelled: {final.reason}", "partial_reply": final.partial_text}
+    return {"error": final.message, "retryable": final.retryable}
 
 
 def chat_tools(chat: Chat) -> list[Any]:

@@ -12,9 +12,12 @@ from redis.backoff import NoBackoff
 
 from magent2.bus import Bus, Keys, RedisStreamsBus
 from magent2.contracts import BUILTIN_TOOLS
+from magent2.observer.index import ObserverIndex
 from magent2.settings import WorkerSettings
 from magent2.tools.chat import Chat, chat_tools
+from magent2.tools.fanout import FanOut, fanout_tools
 from magent2.tools.redaction import Redactor
+from magent2.tools.signals import Signals, signal_tools
 from magent2.tools.terminal import DEFAULT_ALLOWED, TerminalPolicy, terminal_tool
 from magent2.tools.todo import InMemoryTodoStore, RedisTodoStore, Todo, todo_tools
 
@@ -78,15 +81,34 @@ def build_toolset(settings: WorkerSettings, bus: Bus) -> Toolset:
             else InMemoryTodoStore()
         )
         toolset.function_tools.extend(todo_tools(Todo(store)))
+    keys, ttl_s = Keys(settings.bus_prefix), settings.events_ttl_seconds
+    index = ObserverIndex(keys, keep=settings.observer_max_conversations, ttl_s=ttl_s)
     if "chat" in names:
         chat = Chat(
-            bus,
-            Keys(settings.bus_prefix),
-            settings.agent_name,
-            max_hops=settings.chat_max_hops,
-            events_ttl_s=settings.events_ttl_seconds,
+            bus, keys, settings.agent_name, max_hops=settings.chat_max_hops, events_ttl_s=ttl_s, index=index
         )
         toolset.function_tools.extend(chat_tools(chat))
+    if "signals" in names:
+        signals = Signals(
+            bus,
+            keys,
+            settings.agent_name,
+            topic_prefix=settings.signal_topic_prefix,
+            payload_max_bytes=settings.signal_payload_max_bytes,
+            ttl_s=ttl_s,
+        )
+        toolset.function_tools.extend(signal_tools(signals))
+    if "fanout" in names:
+        fanout = FanOut(
+            bus,
+            keys,
+            settings.agent_name,
+            index=index,
+            max_hops=settings.chat_max_hops,
+            max_children=settings.fanout_max_children,
+            events_ttl_s=ttl_s,
+        )
+        toolset.function_tools.extend(fanout_tools(fanout))
     if keep is not None:
         toolset.function_tools = [tool for tool in toolset.function_tools if tool.name in keep]
     approve = set(settings.agent_approval_tools)

@@ -1,4 +1,5 @@
+from magent2.bus.api import GROUP
 from magent2.worker.runner import EchoRunner, RunFailed, Runner
-from magent2.worker.worker import GROUP, Worker
+from magent2.worker.worker import Worker
 
 __all__ = ["GROUP", "EchoRunner", "RunFailed", "Runner", "Worker"]

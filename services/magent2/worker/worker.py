@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
-from magent2.bus.api import Parking, parse_id
+from magent2.bus.api import GROUP, Parking, parse_id
 from magent2.contracts import (
     AgentCard,
     CancelledEvent,
@@ -36,13 +36,13 @@ from magent2.control.approvals import Approvals, is_resume, pending
 from magent2.control.cancel import Cancellations
 from magent2.control.listener import listen
 from magent2.control.policy import publish_card
+from magent2.tools.fanout import child_done
 from magent2.worker.events import EventSink, EventWriter
 from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import RunFailed, Runner, RunPaused
 
 log = logging.getLogger("magent2.worker")
 
-GROUP = "workers"
 T = TypeVar("T")
 
 
@@ -437,6 +437,9 @@ class Worker:
         publish: list[Publication] | None = None,
         park: Parking | None = None,
     ) -> None:
+        if envelope is not None and park is None and publish:
+            # a fan-out child tells its parent, in the same atomic step as its outcome
+            publish = [*publish, *child_done(self.keys, envelope, publish, self.events_ttl_s)]
         verdict = await self._retrying(
             partial(
                 self.bus.complete,

@@ -95,6 +95,7 @@ async def send(body: SendRequest, request: Request, gateway: GatewayDep) -> JSON
             events_ttl_s=settings.events_ttl_seconds,
             durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
             only_if_idle=policy == "reject",
+            index=gateway.index.updates(envelope),
         )
     except ConversationBusy:
         raise HTTPException(
@@ -146,6 +147,7 @@ async def stream(
         cursor,
         max_events=max_events,
         heartbeat_s=gateway.settings.heartbeat_seconds,
+        max_event_bytes=gateway.settings.sse_max_event_bytes,
         metrics=gateway.metrics,
     )
     return StreamingResponse(
