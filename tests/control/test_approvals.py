@@ -54,6 +54,8 @@ async def test_an_approved_call_runs_and_the_run_ends_with_one_output(
         assert request.tool == "terminal" and request.arguments == {"command": "echo the tool ran"}
         assert request.message_id == message_id
         assert not any(e.event == "output" for e in await conversation_events(bus, conversation))
+        assert (await gateway.get(f"/conversations/{conversation}")).json()["status"] == "awaiting_approval"
+        assert (await gateway.get(f"/agents/{AGENT}")).json()["awaiting_approval"] == 1
         response = await decide(gateway, conversation, request.call_id, "approve")
         assert response.status_code == 200, response.text
         assert response.json()["resumed"] is True

@@ -64,7 +64,14 @@ def test_explicit_mode_means_no_tools_unless_listed() -> None:
 
 def test_mcp_servers_add_their_names() -> None:
     mcp = '[{"name": "time", "command": ["mcp-server-time"]}]'
-    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp))[0] == ["terminal", "todo", "chat", "signals", "fanout", "time"]
+    assert selected_tools(settings(AGENT_MCP_SERVERS=mcp))[0] == [
+        "terminal",
+        "todo",
+        "chat",
+        "signals",
+        "fanout",
+        "time",
+    ]
 
 
 def test_terminal_settings_from_env(tmp_path: Path) -> None:

@@ -68,6 +68,8 @@ def test_examples_validate(repo_root: Path) -> None:
     assert manifests[0].spec.terminal.allowed_commands == ["ls", "cat", "echo", "grep"]
     [operator] = load_manifests(repo_root / "examples" / "run-control.yaml")
     assert operator.spec.approval.tools == ["terminal"] and operator.spec.on_new_message == "interrupt"
+    lead, researcher = load_manifests(repo_root / "examples" / "orchestration.yaml")
+    assert lead.spec.tools == ["fanout", "signals", "chat"] and researcher.spec.replicas == 2
 
 
 def test_agent_name_defaults_to_metadata_name() -> None:
