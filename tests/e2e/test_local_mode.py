@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support import ROOT, free_port, python_env, running, spawn, wait_http
@@ -63,6 +65,7 @@ def test_client_one_message(local_mode: str) -> None:
     result = client("--base-url", local_mode, "-m", "hi there", "--conv", "cli-1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "echo: hi there"
+    assert "conversation cli-1 (continue it with --conv cli-1)" in result.stderr
 
 
 def test_client_json_and_agent_from_env(local_mode: str) -> None:
@@ -124,6 +127,64 @@ def test_client_interactive_chat(local_mode: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "echo: first" in result.stdout and "echo: second" in result.stdout
+
+
+def test_client_commands_are_not_sent_and_the_conversation_id_is_printed(local_mode: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "magent2.cli", "client", "--base-url", local_mode, "--conv", "cmd-1"],
+        input="/help\n/agent Reviewer\nhey\n/agents\n/bogus\n/quit\n",
+        env=python_env(XDG_STATE_HOME="/nonexistent"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "echo: hey" in result.stdout
+    assert "/agent <name>" in result.stderr and "talking to Reviewer" in result.stderr
+    assert "Reviewer: 1 worker(s), backlog 0" in result.stderr and "unknown command '/bogus'" in result.stderr
+    assert "continue it with --conv cmd-1" in result.stderr
+    summary = httpx.get(f"{local_mode}/conversations/cmd-1").json()
+    assert (summary["messages"], summary["agents"]) == (1, ["Reviewer"])  # only "hey" was sent
+
+
+def test_client_line_editing_recalls_history_with_the_up_arrow(local_mode: str, tmp_path: Path) -> None:
+    """In a real terminal (a pty): the up arrow brings the last line back, and history is kept."""
+    import os
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the client, as a person runs it
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "magent2.cli", "client", "--base-url", local_mode, "--conv", "tty-1"],
+            python_env(XDG_STATE_HOME=str(tmp_path), TERM="xterm"),
+        )
+    seen = b""
+
+    def until(text: bytes, count: int = 1) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while seen.count(text) < count:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 4096)
+
+    try:
+        until(b"you> ")
+        os.write(fd, b"again and again\r")
+        until(b"echo: again and again")
+        until(b"you> ", 2)
+        os.write(fd, b"\x1b[A\r")  # up arrow, enter
+        until(b"echo: again and again", 2)
+        until(b"you> ", 3)
+        os.write(fd, b"\x04")  # Ctrl-D
+        until(b"continue it with --conv tty-1")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert "again and again" in (tmp_path / "magent2" / "client_history").read_text()
+    assert httpx.get(f"{local_mode}/conversations/tty-1").json()["messages"] == 2
 
 
 def test_up_rejects_an_invalid_manifest(tmp_path: Path) -> None:

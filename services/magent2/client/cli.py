@@ -1,12 +1,14 @@
-"""`magent2 client`: send a message and stream the reply, or chat interactively.
+"""`magent2 client`: send a message and stream the reply, or chat interactively (line editing,
+history, `/help` commands).
 
 Exit codes: 0 ok, 1 the agent answered with an error event, 2 timeout, 3 send failed,
-4 stream connect failed, 5 usage."""
+4 stream connect failed, 5 usage, 6 cancelled."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -15,14 +17,14 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+
+from magent2.client.http import FINAL, OK, STREAM_FAILED, TIMEOUT, USAGE, Client, ClientFailure
 
 log = logging.getLogger("magent2.client")
-OK, AGENT_ERROR, TIMEOUT, SEND_FAILED, STREAM_FAILED, USAGE, CANCELLED = 0, 1, 2, 3, 4, 5, 6
 DEFAULT_BASE_URL = "http://localhost:8000"
 
 
@@ -64,125 +66,6 @@ def build_parser(prog: str = "magent2 client") -> argparse.ArgumentParser:
     parser.add_argument("--max-events", type=int, help="stop after this many events")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
-
-
-# A message's outcome: the last event of its reply, and the exit code it means.
-FINAL = {"output": OK, "error": AGENT_ERROR, "cancelled": CANCELLED}
-
-
-class ClientFailure(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Client:
-    base_url: str
-    agent: str
-    sender: str
-    token: str | None = None
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    async def send(
-        self, http: httpx.AsyncClient, conversation_id: str, content: str, *, attempts: int = 5
-    ) -> dict[str, Any]:
-        """POST /send with an id of our own, so that a send whose outcome is unknown (a lost
-        connection, a 503) can be retried without the message running twice."""
-        body = {
-            "id": str(uuid.uuid4()),
-            "conversation_id": conversation_id,
-            "sender": self.sender,
-            "recipient": f"agent:{self.agent}",
-            "type": "message",
-            "content": content,
-        }
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await http.post(f"{self.base_url}/send", json=body, headers=self._headers())
-            except httpx.HTTPError as exc:
-                failure = f"cannot reach {self.base_url}: {exc}"
-            else:
-                if response.status_code == 202:
-                    result: dict[str, Any] = response.json()
-                    return result
-                failure = f"HTTP {response.status_code}: {response.text}"
-                if response.status_code != 503:
-                    break
-            if attempt < attempts:
-                log.info("send %s failed (%s); retrying with the same id", body["id"], failure)
-                await asyncio.sleep(0.25 * 2 ** (attempt - 1))
-        raise ClientFailure(SEND_FAILED, f"send failed: {failure}")
-
-    async def cancel(self, http: httpx.AsyncClient, conversation_id: str) -> str:
-        """Ask the gateway to stop the conversation's running run; what it answered."""
-        try:
-            response = await http.post(
-                f"{self.base_url}/conversations/{conversation_id}/cancel",
-                json={"agent": self.agent, "reason": "cancelled from the client"},
-                headers=self._headers(),
-            )
-        except httpx.HTTPError as exc:
-            return f"cancel failed: {exc}"
-        return "cancelling …" if response.status_code == 202 else f"cancel: {response.json().get('detail')}"
-
-    async def decide(self, http: httpx.AsyncClient, request: dict[str, Any], approve: bool) -> str:
-        url = f"{self.base_url}/conversations/{request['conversation_id']}/approvals/{request['call_id']}"
-        body = {"decision": "approve" if approve else "reject", "reason": "decided in the client"}
-        try:
-            response = await http.post(url, json=body, headers=self._headers())
-        except httpx.HTTPError as exc:
-            return f"decision failed: {exc}"
-        if response.status_code == 200:
-            return "approved" if approve else "rejected"
-        return f"decision: {response.json().get('detail')}"
-
-    async def reply(
-        self,
-        http: httpx.AsyncClient,
-        conversation_id: str,
-        cursor: str,
-        *,
-        out: Renderer,
-        max_events: int | None,
-        ask: Callable[[dict[str, Any]], Awaitable[bool | None]] | None = None,
-    ) -> int:
-        """Stream events after `cursor` until this message's output or error."""
-        params: dict[str, str | int] = {"last_id": cursor}
-        if max_events:
-            params["max_events"] = max_events
-        seen = 0
-        try:
-            async with aconnect_sse(
-                http,
-                "GET",
-                f"{self.base_url}/stream/{conversation_id}",
-                params=params,
-                headers=self._headers(),
-            ) as source:
-                if source.response.status_code != 200:
-                    await source.response.aread()
-                    raise ClientFailure(
-                        STREAM_FAILED,
-                        f"stream failed: HTTP {source.response.status_code}: {source.response.text}",
-                    )
-                async for sse in source.aiter_sse():
-                    if not sse.data:  # the retry: hint, not an event
-                        continue
-                    event = json.loads(sse.data)
-                    seen += 1
-                    out.event(event)
-                    if event["event"] == "approval_required" and ask is not None:
-                        approved = await ask(event)
-                        if approved is not None:
-                            print(await self.decide(http, event, approved), file=sys.stderr)
-                    if event["event"] in FINAL or (max_events and seen >= max_events):
-                        return FINAL.get(event["event"], OK)
-        except (httpx.HTTPError, SSEError) as exc:
-            raise ClientFailure(STREAM_FAILED, f"stream failed: {exc}") from exc
-        return OK if max_events and seen >= max_events else STREAM_FAILED
 
 
 class Renderer:
@@ -231,6 +114,30 @@ class Renderer:
         self.err.flush()
 
 
+async def follow_reply(
+    client: Client,
+    http: httpx.AsyncClient,
+    conversation_id: str,
+    cursor: str,
+    *,
+    out: Renderer,
+    max_events: int | None,
+    ask: Callable[[dict[str, Any]], Awaitable[bool | None]] | None = None,
+) -> int:
+    """Render events after `cursor` until this message's outcome; its exit code."""
+    seen = 0
+    async for _, event in client.events(http, conversation_id, cursor, max_events=max_events):
+        seen += 1
+        out.event(event)
+        if event["event"] == "approval_required" and ask is not None:
+            approved = await ask(event)
+            if approved is not None:
+                print(await client.decide(http, event, approved), file=sys.stderr)
+        if event["event"] in FINAL or (max_events and seen >= max_events):
+            return FINAL.get(event["event"], OK)
+    return OK if max_events and seen >= max_events else STREAM_FAILED
+
+
 async def one_message(
     client: Client,
     args: argparse.Namespace,
@@ -262,8 +169,14 @@ async def one_message(
             # A person at a terminal decides approvals inline; a script's run waits for someone else.
             ask = ask_in_terminal if ctrl_c_cancels or sys.stdin.isatty() else None
             return await asyncio.wait_for(
-                client.reply(
-                    http, conversation_id, sent["cursor"], out=renderer, max_events=args.max_events, ask=ask
+                follow_reply(
+                    client,
+                    http,
+                    conversation_id,
+                    sent["cursor"],
+                    out=renderer,
+                    max_events=args.max_events,
+                    ask=ask,
                 ),
                 args.timeout,
             )
@@ -286,29 +199,115 @@ async def ask_in_terminal(request: dict[str, Any]) -> bool | None:
     return answer.strip().lower() in ("y", "yes")
 
 
+COMMANDS = {
+    "/help": "this list",
+    "/agent <name>": "talk to another agent from now on",
+    "/new": "start a new conversation",
+    "/conv [id]": "show the conversation id, or switch to another conversation",
+    "/agents": "the agents and their live status",
+    "/quit": "leave (also Ctrl-D)",
+}
+
+
+def _history_file() -> Path:
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "magent2" / "client_history"
+
+
+def _line_editing() -> Callable[[], None]:
+    """Arrow keys, Ctrl-R and a history kept across sessions where readline exists; returns what
+    saves the history."""
+    try:
+        import readline
+    except ImportError:  # not on every platform; plain input() still works
+        return lambda: None
+    history = _history_file()
+    with contextlib.suppress(OSError):
+        readline.read_history_file(history)
+    readline.set_history_length(1000)
+
+    def save() -> None:
+        with contextlib.suppress(OSError):
+            history.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(history)
+
+    return save
+
+
+async def command(client: Client, line: str, conversation_id: str) -> str | None:
+    """Run a /command (never sent to the agent); the conversation to use next, None to leave."""
+    name, _, argument = line.strip().partition(" ")
+    argument = argument.strip()
+    if name in ("/quit", "/exit"):
+        return None
+    if name == "/help":
+        width = max(map(len, COMMANDS))
+        print("\n".join(f"  {c.ljust(width)}  {what}" for c, what in COMMANDS.items()), file=sys.stderr)
+    elif name == "/agent" and argument:
+        client.agent = argument.removeprefix("agent:")
+        print(f"talking to {client.agent}", file=sys.stderr)
+    elif name == "/new":
+        conversation_id = new_conversation_id()
+        print(f"new conversation {conversation_id}", file=sys.stderr)
+    elif name == "/conv":
+        conversation_id = argument or conversation_id
+        print(f"conversation {conversation_id}", file=sys.stderr)
+    elif name == "/agents":
+        async with httpx.AsyncClient(timeout=10) as http:
+            try:
+                agents = (await client.get(http, "/agents"))["agents"]
+            except ClientFailure as failure:
+                agents = []
+                print(failure, file=sys.stderr)
+        for agent in agents:
+            print(
+                f"  {agent['name']}: {agent['workers_alive']} worker(s), backlog {agent['backlog']}, "
+                f"running {agent['in_flight']}, awaiting approval {agent['awaiting_approval']}",
+                file=sys.stderr,
+            )
+    else:
+        print(f"unknown command {line.strip()!r}; /help lists them", file=sys.stderr)
+    return conversation_id
+
+
 async def interactive(client: Client, args: argparse.Namespace, conversation_id: str) -> int:
     print(
-        f"chatting with {client.agent} in {conversation_id} (Ctrl-C stops a reply; Ctrl-D or /quit to leave)",
+        f"chatting with {client.agent} in {conversation_id} "
+        "(/help for commands; Ctrl-C stops a reply; Ctrl-D or /quit to leave)",
         file=sys.stderr,
     )
+    save_history = _line_editing()
     loop = asyncio.get_running_loop()
     status = OK
-    while True:
-        try:
-            line = await loop.run_in_executor(None, lambda: input("you> "))
-        except EOFError:
-            print(file=sys.stderr)
-            return status
-        if line.strip() in ("/quit", "/exit"):
-            return status
-        if not line.strip():
-            continue
-        sys.stdout.write(f"{client.agent}> ")
-        try:
-            status = await one_message(client, args, conversation_id, line, ctrl_c_cancels=True)
-        except ClientFailure as failure:
-            print(failure, file=sys.stderr)
-            status = failure.code
+    try:
+        while True:
+            try:
+                line = await loop.run_in_executor(None, lambda: input("you> "))
+            except EOFError:
+                print(file=sys.stderr)
+                break
+            if line.strip().startswith("/"):
+                switched = await command(client, line, conversation_id)
+                if switched is None:
+                    break
+                conversation_id = switched
+                continue
+            if not line.strip():
+                continue
+            sys.stdout.write(f"{client.agent}> ")
+            try:
+                status = await one_message(client, args, conversation_id, line, ctrl_c_cancels=True)
+            except ClientFailure as failure:
+                print(failure, file=sys.stderr)
+                status = failure.code
+    finally:
+        save_history()
+    print(f"conversation {conversation_id} (continue it with --conv {conversation_id})", file=sys.stderr)
+    return status
+
+
+def new_conversation_id() -> str:
+    return f"conv-{uuid.uuid4().hex[:12]}"
 
 
 def main(argv: list[str] | None = None, prog: str = "magent2 client") -> int:
@@ -319,12 +318,16 @@ def main(argv: list[str] | None = None, prog: str = "magent2 client") -> int:
     if args.timeout <= 0:
         build_parser(prog).error("--timeout must be positive")
     client = Client(args.base_url.rstrip("/"), args.agent, args.sender, args.token)
-    conversation_id = args.conv or f"conv-{uuid.uuid4().hex[:12]}"
+    conversation_id = args.conv or new_conversation_id()
     started = time.perf_counter()
     try:
         if args.message is None:
             return asyncio.run(interactive(client, args, conversation_id))
         code = asyncio.run(one_message(client, args, conversation_id, args.message))
+        if not args.quiet and not args.json:
+            print(
+                f"conversation {conversation_id} (continue it with --conv {conversation_id})", file=sys.stderr
+            )
     except ClientFailure as failure:
         print(failure, file=sys.stderr)
         return failure.code
