@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -46,6 +47,15 @@ def _worker(args: argparse.Namespace) -> int:
 
     worker_main(args.log_level)
     return 0
+
+
+def _tui(args: argparse.Namespace) -> int:
+    try:
+        from magent2.tui.app import main as tui_main
+    except ImportError as exc:
+        print(f"magent2 tui needs the tui extra: pip install 'magent2[tui]' ({exc})", file=sys.stderr)
+        return 2
+    return tui_main(args.base_url, args.agent, args.sender, args.token, args.conv)
 
 
 def _operator(_: argparse.Namespace) -> int:
@@ -131,6 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
         OperatorSettings,
     )
     commands.add_parser("client", help="send a message or chat (see `magent2 client --help`)", add_help=False)
+    tui = commands.add_parser(
+        "tui",
+        help="the terminal UI (needs the tui extra)",
+        description="Chat with agents in tabs, watch their status, reopen conversations and see who "
+        "talked to whom, over the gateway's HTTP API. F1 in the app lists the keys.",
+    )
+    tui.add_argument(
+        "--base-url",
+        default=os.environ.get("MAGENT2_BASE_URL", "http://localhost:8000"),
+        help="gateway URL [MAGENT2_BASE_URL]",
+    )
+    tui.add_argument(
+        "--agent",
+        default=os.environ.get("MAGENT2_AGENT_NAME", "DevAgent"),
+        help="agent of the first tab [MAGENT2_AGENT_NAME]",
+    )
+    tui.add_argument("--sender", default=f"user:{os.environ.get('USER', 'tui')}", help="sender (user:<name>)")
+    tui.add_argument(
+        "--token", default=os.environ.get("MAGENT2_API_TOKEN"), help="bearer token [MAGENT2_API_TOKEN]"
+    )
+    tui.add_argument("--conv", help="open this conversation (default: a new one)")
+    tui.set_defaults(handler=_tui)
     dlq.add_parser(commands)
     return parser
 

@@ -17,6 +17,7 @@ from httpx_sse import SSEError, aconnect_sse
 log = logging.getLogger("magent2.client")
 
 OK, AGENT_ERROR, TIMEOUT, SEND_FAILED, STREAM_FAILED, USAGE, CANCELLED = 0, 1, 2, 3, 4, 5, 6
+REQUEST_TIMEOUT = httpx.Timeout(10.0)  # every call but the stream, whatever the client's default
 # A message's outcome: the last event of its reply, and the exit code it means.
 FINAL = {"output": OK, "error": AGENT_ERROR, "cancelled": CANCELLED}
 
@@ -52,7 +53,9 @@ class Client:
         }
         for attempt in range(1, attempts + 1):
             try:
-                response = await http.post(f"{self.base_url}/send", json=body, headers=self.headers())
+                response = await http.post(
+                    f"{self.base_url}/send", json=body, headers=self.headers(), timeout=REQUEST_TIMEOUT
+                )
             except httpx.HTTPError as exc:
                 failure = f"cannot reach {self.base_url}: {exc}"
             else:
@@ -74,6 +77,7 @@ class Client:
                 f"{self.base_url}/conversations/{conversation_id}/cancel",
                 json={"agent": self.agent, "reason": "cancelled from the client"},
                 headers=self.headers(),
+                timeout=REQUEST_TIMEOUT,
             )
         except httpx.HTTPError as exc:
             return f"cancel failed: {exc}"
@@ -83,7 +87,7 @@ class Client:
         url = f"{self.base_url}/conversations/{request['conversation_id']}/approvals/{request['call_id']}"
         body = {"decision": "approve" if approve else "reject", "reason": "decided in the client"}
         try:
-            response = await http.post(url, json=body, headers=self.headers())
+            response = await http.post(url, json=body, headers=self.headers(), timeout=REQUEST_TIMEOUT)
         except httpx.HTTPError as exc:
             return f"decision failed: {exc}"
         if response.status_code == 200:
@@ -148,6 +152,7 @@ class Client:
                 f"{self.base_url}{path}",
                 params={k: v for k, v in params.items() if v is not None},
                 headers=self.headers(),
+                timeout=REQUEST_TIMEOUT,
             )
         except httpx.HTTPError as exc:
             raise ClientFailure(STREAM_FAILED, f"cannot reach {self.base_url}: {exc}") from exc
