@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from magent2 import __version__
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.bus.build import build_bus
+from magent2.console import routes as console
 from magent2.control.policy import AgentCards
 from magent2.gateway.deps import Gateway
 from magent2.gateway.directory import AgentDirectory
@@ -72,7 +73,7 @@ def create_app(
     )
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(BusUnavailable, _bus_unavailable)  # type: ignore[arg-type]
-    for module in (messages, control, conversations, agents, ops):
+    for module in (messages, control, conversations, agents, ops, console):
         app.include_router(module.router)
     return app
 

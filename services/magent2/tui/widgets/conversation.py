@@ -69,6 +69,10 @@ class ConversationView(VerticalScroll):
             )
             self.reply, self.reply_text = None, ""
         elif kind == "approval_required":
+            if self.reply is not None and not self.reply_text:  # paused before it said anything
+                await self.reply.remove()
+                await self.query(".speaker").last().remove()
+                self.reply = None
             call = f"{event['tool']}({json.dumps(event.get('arguments', {}), ensure_ascii=False)})"
             await self.mount(Static(Text(f"⏸ {call} waits for approval"), classes="notice"))
         elif kind == "approval_resolved":
