@@ -12,6 +12,7 @@ from typing import Any
 from agents.items import TResponseStreamEvent
 from agents.models.interface import Model
 from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.usage import Usage
 
 from magent2.worker.runner import split_tokens
 
@@ -47,6 +48,10 @@ class SlowStreamingModel(TokenStreamingModel):
             yield event
 
 
+# what every CommandModel turn reports, so usage (output events, token metrics) is not all zeros
+USAGE = Usage(requests=1, input_tokens=7, output_tokens=3, total_tokens=10)
+
+
 class CommandModel(Model):
     """A model that needs no script: a user message `call <tool> <json args>` becomes that tool
     call; `pingpong` becomes chat_send of `pingpong` to the `peer=<name>` of its instructions;
@@ -75,7 +80,7 @@ class CommandModel(Model):
         return [assistant_message(f"you said: {text}")]
 
     async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        return await ScriptedModel([self._step(input, system_instructions)]).get_response(
+        return await ScriptedModel([self._step(input, system_instructions)], default_usage=USAGE).get_response(
             system_instructions, input, *args, **kwargs
         )
 
@@ -83,7 +88,11 @@ class CommandModel(Model):
         step = self._step(input, system_instructions)
         last = input if isinstance(input, str) else input[-1]
         slow = str(last if isinstance(last, str) else last.get("content", "")).startswith("slow ")
-        model = SlowStreamingModel([step], delay_s=0.05) if slow else TokenStreamingModel([step])
+        model = (
+            SlowStreamingModel([step], delay_s=0.05, default_usage=USAGE)
+            if slow
+            else TokenStreamingModel([step], default_usage=USAGE)
+        )
         return model.stream_response(system_instructions, input, *args, **kwargs)
 
 

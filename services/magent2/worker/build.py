@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from magent2.bus import Bus, Keys, RedisStreamsBus
 from magent2.contracts import AgentCard
 from magent2.settings import WorkerSettings
+from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import EchoRunner, Runner
 from magent2.worker.worker import Worker
 
@@ -91,6 +92,7 @@ def build_worker(settings: WorkerSettings, bus: Bus, runner: Runner) -> Worker:
         max_deliveries=settings.max_deliveries,
         events_ttl_s=settings.events_ttl_seconds,
         card=AgentCard(on_new_message=settings.agent_on_new_message),
+        metrics=WorkerMetrics(model="echo" if isinstance(runner, EchoRunner) else settings.agent_model),
         approval_timeout_s=settings.agent_approval_timeout_seconds,
         approval_on_timeout=settings.agent_approval_on_timeout,
     )

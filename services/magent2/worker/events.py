@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from magent2.bus import Bus, Publication
 from magent2.contracts import FINAL_EVENTS, StreamEvent
@@ -26,8 +27,10 @@ class EventWriter:
         self._writing: tuple[set[str], asyncio.Future[None]] | None = None
         self._flusher: asyncio.Task[None] | None = None
 
-    def sink(self, stream: str, *, ttl_s: int | None) -> EventSink:
-        return EventSink(self, stream, ttl_s=ttl_s)
+    def sink(
+        self, stream: str, *, ttl_s: int | None, watch: Callable[[StreamEvent], None] | None = None
+    ) -> EventSink:
+        return EventSink(self, stream, ttl_s=ttl_s, watch=watch)
 
     def put(self, stream: str, payload: str, ttl_s: int | None) -> None:
         self.raise_failure(stream)
@@ -86,8 +89,15 @@ class EventSink:
     the writer: `drain` hands back what is unwritten, so the run's outcome is only ever published
     by the fenced completion, atomically with the ack."""
 
-    def __init__(self, writer: EventWriter, stream: str, *, ttl_s: int | None) -> None:
-        self.writer, self.stream, self.ttl_s = writer, stream, ttl_s
+    def __init__(
+        self,
+        writer: EventWriter,
+        stream: str,
+        *,
+        ttl_s: int | None,
+        watch: Callable[[StreamEvent], None] | None = None,
+    ) -> None:
+        self.writer, self.stream, self.ttl_s, self.watch = writer, stream, ttl_s, watch
         self._held: list[str] = []  # the outcome and anything after it, kept for `drain`
         self._tokens: list[str] = []
 
@@ -97,6 +107,8 @@ class EventSink:
         return "".join(self._tokens)
 
     def put(self, event: StreamEvent) -> None:
+        if self.watch is not None:
+            self.watch(event)
         if event.event == "token":
             self._tokens.append(event.text)
         if self._held or event.event in FINAL_EVENTS:

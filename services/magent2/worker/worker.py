@@ -42,6 +42,7 @@ from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import RunFailed, Runner, RunPaused
 
 log = logging.getLogger("magent2.worker")
+GAUGE_EVERY_S = 5.0  # how often the queue gauges are read from the bus
 
 T = TypeVar("T")
 
@@ -184,13 +185,15 @@ class Worker:
         # Often enough that messages handed back by a stopping worker are picked up within a second.
         interval = min(max(self.visibility_ms / 2000, 0.05), 1.0)
         prune_every_s = self.forget_consumers_after_ms / 1000 / 10  # ten looks per forgetting period
-        last_prune = 0.0
+        last_prune = last_gauge = 0.0
         while not self.stopping:
             if time.monotonic() - last_prune > prune_every_s:
                 last_prune = time.monotonic()
                 await self._forget_gone_consumers()
             with contextlib.suppress(BusUnavailable):
-                self.metrics.dead_letters.set(await self.bus.length(self.dead_letters))
+                if time.monotonic() - last_gauge > GAUGE_EVERY_S:
+                    last_gauge = time.monotonic()
+                    await self._measure_queue()
                 await self.approvals.expire_due()
             try:
                 claimed = await self.bus.reclaim(
@@ -331,7 +334,8 @@ class Worker:
 
     async def _process(self, message: BusMessage, envelope: MessageEnvelope) -> None:
         conversation = envelope.conversation_id
-        sink = self.events.sink(self.keys.events(conversation), ttl_s=self.events_ttl_s)
+        meter = self.metrics.run(accepted_ms=parse_id(message.id)[0])
+        sink = self.events.sink(self.keys.events(conversation), ttl_s=self.events_ttl_s, watch=meter.observe)
         sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
         run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
         self.cancellations.started(conversation, message.id, run)
@@ -361,6 +365,7 @@ class Worker:
             del self._runs[message.id]
             self._lost.discard(message.id)
             self.cancellations.ended(conversation, message.id)
+        meter.finish(paused=paused is not None)
         if paused is not None:  # waits for a decision: the conversation keeps its turn, no worker waits
             parking, requests = self.approvals.park(envelope, message.id, paused.state, paused.calls)
             last_events += [request.to_json() for request in requests]
@@ -458,6 +463,14 @@ class Worker:
             log.warning(
                 "message %s was taken over by another worker; this run's outcome is discarded", message.id
             )
+
+    async def _measure_queue(self) -> None:
+        health, approvals, dead = await asyncio.gather(
+            self.bus.queue_health(self.inbox, GROUP),
+            self.bus.ranked_count(self.keys.approvals_due(self.agent_name)),
+            self.bus.length(self.dead_letters),
+        )
+        self.metrics.queue(health, approvals=approvals, dead_letters=dead)
 
     async def _dead_letter(self, message: BusMessage, envelope: MessageEnvelope | None, reason: str) -> None:
         """Move a message out of the inbox into the dead-letter stream, telling its conversation."""
