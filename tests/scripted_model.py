@@ -80,9 +80,9 @@ class CommandModel(Model):
         return [assistant_message(f"you said: {text}")]
 
     async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        return await ScriptedModel([self._step(input, system_instructions)], default_usage=USAGE).get_response(
-            system_instructions, input, *args, **kwargs
-        )
+        return await ScriptedModel(
+            [self._step(input, system_instructions)], default_usage=USAGE
+        ).get_response(system_instructions, input, *args, **kwargs)
 
     def stream_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
         step = self._step(input, system_instructions)

@@ -86,6 +86,8 @@ def worker_config(name: str, spec: AgentSpec) -> dict[str, str]:
         config["AGENT_TEMPERATURE"] = str(spec.model_settings.temperature)
     if spec.openai.base_url:
         config["OPENAI_BASE_URL"] = spec.openai.base_url
+    if spec.openai.api:
+        config["OPENAI_API"] = spec.openai.api
     if spec.instructions_from is None:
         config["AGENT_INSTRUCTIONS"] = spec.instructions or "You are a helpful assistant."
     return config

@@ -360,9 +360,15 @@ class ModelSettingsSpec(_CamelSpec):
     max_turns: int = Field(default=10, ge=1, le=100)
 
 
+# Which OpenAI API the model is called through: Responses (OpenAI's own), or Chat Completions
+# (what most OpenAI-compatible servers speak). Unset: Responses, unless a base URL is set.
+OpenAIApi = Literal["responses", "chat_completions"]
+
+
 class OpenAISpec(_CamelSpec):
     api_key_secret_ref: SecretKeyRef | None = None
     base_url: str = Field(default="", alias="baseURL")
+    api: OpenAIApi | None = None
 
 
 class AgentSpec(_CamelSpec):

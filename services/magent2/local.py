@@ -48,6 +48,8 @@ def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSett
         overrides["agent_instructions_file"] = None
     if spec.openai.base_url:
         overrides["openai_base_url"] = spec.openai.base_url
+    if spec.openai.api:
+        overrides["openai_api"] = spec.openai.api
     if spec.tools is not None:
         servers = [server.name for server in spec.mcp_servers]
         if unknown := unknown_tools(spec.tools, servers):

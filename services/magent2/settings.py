@@ -17,6 +17,7 @@ from magent2.contracts import (
     Decision,
     McpServer,
     OnNewMessage,
+    OpenAIApi,
     describe_tools,
     unknown_tools,
 )
@@ -90,6 +91,8 @@ class WorkerSettings(BusSettings):
     )
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    # unset: Responses for OpenAI, Chat Completions when OPENAI_BASE_URL points elsewhere
+    openai_api: OpenAIApi | None = Field(default=None, alias="OPENAI_API")
     # The Agents SDK uploads traces (prompts, tool calls) to OpenAI unless told not to: opt in.
     openai_tracing: bool = Field(default=False, alias="OPENAI_TRACING")
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
@@ -155,7 +158,11 @@ class WorkerSettings(BusSettings):
             raise ValueError(f"file not found: {value}")
         return value
 
-    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @property
+    def model_api(self) -> OpenAIApi:
+        return self.openai_api or ("chat_completions" if self.openai_base_url else "responses")
+
+    @field_validator("openai_api_key", "openai_base_url", "openai_api", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

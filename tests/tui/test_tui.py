@@ -126,7 +126,9 @@ async def test_tabs_open_switch_close_and_a_conversation_reopens_from_the_list(g
         second = pilot.app.session
         assert second is not None and second.conversation_id != "tui-tabs"
         await pilot.press("ctrl+pageup")
-        await until(pilot, lambda: pilot.app.session and pilot.app.session.conversation_id == "tui-tabs", "switch")
+        await until(
+            pilot, lambda: pilot.app.session and pilot.app.session.conversation_id == "tui-tabs", "switch"
+        )
         await pilot.press("ctrl+w")
         await until(pilot, lambda: len(pilot.app.query(Session)) == 1, "one tab left")
         assert pilot.app.session is second

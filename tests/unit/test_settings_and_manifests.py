@@ -187,3 +187,43 @@ def test_routine_http_requests_are_logged_only_at_debug() -> None:
     assert logging.getLogger("openai").getEffectiveLevel() == logging.WARNING
     configure_logging("debug")
     assert logging.getLogger("httpx").level == logging.NOTSET  # follows the root: debug
+
+
+def test_the_openai_api_is_a_setting_with_a_default_per_base_url() -> None:
+    from magent2.settings import WorkerSettings
+    from magent2.worker.sdk_runner import build_model
+
+    assert WorkerSettings().model_api == "responses"
+    assert WorkerSettings(OPENAI_BASE_URL="http://127.0.0.1:9/v1").model_api == "chat_completions"
+    explicit = WorkerSettings(OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API="responses")
+    assert explicit.model_api == "responses"
+    chat = build_model("m", api_key="k", base_url=None, api="chat_completions")
+    responses = build_model("m", api_key="k", base_url="http://127.0.0.1:9/v1", api="responses")
+    assert (type(chat).__name__, type(responses).__name__) == (
+        "OpenAIChatCompletionsModel",
+        "OpenAIResponsesModel",
+    )
+
+
+def test_a_bad_openai_api_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magent2.settings import ConfigError, WorkerSettings, load
+
+    monkeypatch.setenv("OPENAI_API", "completions")
+    with pytest.raises(ConfigError):
+        load(WorkerSettings)
+    assert "OPENAI_API" in capsys.readouterr().err
+
+
+def test_spec_openai_api_reaches_the_worker(repo_root: Path) -> None:
+    from magent2.local import worker_settings
+    from magent2.settings import WorkerSettings
+    from magent2_operator.builders import worker_config
+
+    [manifest] = parse_manifests(
+        "apiVersion: magent2.dev/v1alpha1\nkind: Agent\nmetadata: {name: x}\n"
+        "spec: {openai: {baseURL: 'http://llm:8000/v1', api: responses}}\n"
+    )
+    assert worker_settings(manifest, WorkerSettings()).model_api == "responses"
+    assert worker_config("x", manifest.spec)["OPENAI_API"] == "responses"

@@ -51,6 +51,10 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
             settings.agent_model,
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused",
             base_url=settings.openai_base_url,
+            api=settings.model_api,
+        )
+        log.info(
+            "%s: model %s through the %s API", settings.agent_name, settings.agent_model, settings.model_api
         )
     toolset = build_toolset(settings, bus)
     log.info("%s tools: %s", settings.agent_name, ", ".join(toolset.names) or "none")

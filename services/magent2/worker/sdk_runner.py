@@ -22,6 +22,7 @@ from agents.stream_events import StreamEvent as SdkEvent
 from magent2.contracts import (
     ApprovalCall,
     MessageEnvelope,
+    OpenAIApi,
     OutputEvent,
     PendingApproval,
     StreamEvent,
@@ -45,12 +46,12 @@ _RETRYABLE = (
 )
 
 
-def build_model(name: str, *, api_key: str | None, base_url: str | None) -> Model:
-    """OpenAI's Responses API by default; Chat Completions for any other OpenAI-compatible server."""
+def build_model(name: str, *, api_key: str | None, base_url: str | None, api: OpenAIApi) -> Model:
+    """The model through the OpenAI API `api` (Responses or Chat Completions)."""
     from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 
     client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None)
-    if base_url:
+    if api == "chat_completions":
         return OpenAIChatCompletionsModel(model=name, openai_client=client)
     return OpenAIResponsesModel(model=name, openai_client=client)
 
