@@ -6,6 +6,7 @@ from typing import Any
 
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 FIELD_MANAGER = "magent2-operator"
 
@@ -57,3 +58,17 @@ class Applier:
             force_conflicts=True,
         )
         return dict(applied.to_dict())
+
+    def delete(self, manifest: dict[str, Any]) -> bool:
+        """Delete the object if it exists (or its kind does); whether there was one."""
+        meta = manifest["metadata"]
+        try:
+            self._resource(manifest).delete(name=meta["name"], namespace=meta["namespace"])
+        except ResourceNotFoundError:
+            return False  # the kind is not installed: nothing of it can exist
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        self.writes += 1
+        return True

@@ -23,6 +23,10 @@ def child_name(name: str) -> str:
     return f"{name}-worker"
 
 
+def selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "worker"}
+
+
 def labels(name: str, spec: AgentSpec) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "magent2-worker",
@@ -147,7 +151,6 @@ def _env(spec: AgentSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
 def deployment(
     name: str, namespace: str, uid: str, spec: AgentSpec, settings: OperatorSettings, *, config_checksum: str
 ) -> dict[str, Any]:
-    selector = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "worker"}
     probe = {"httpGet": {"path": "/livez", "port": "health"}, "periodSeconds": 10, "failureThreshold": 3}
     container: dict[str, Any] = {
         "name": "worker",
@@ -192,13 +195,12 @@ def deployment(
         pod_spec["nodeSelector"] = spec.node_selector
     if spec.tolerations:
         pod_spec["tolerations"] = spec.tolerations
-    return {
+    workload: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(name, namespace, uid, spec, "worker"),
         "spec": {
-            "replicas": 0 if spec.paused else spec.replicas,
-            "selector": {"matchLabels": selector},
+            "selector": {"matchLabels": selector(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
@@ -209,6 +211,9 @@ def deployment(
             },
         },
     }
+    if spec.autoscaling is None:  # else KEDA owns the replica count (the field is left out of the apply)
+        workload["spec"]["replicas"] = 0 if spec.paused else spec.replicas
+    return workload
 
 
 def children(

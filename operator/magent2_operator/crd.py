@@ -25,6 +25,12 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             "message": "instructionsFrom needs exactly one of configMapKeyRef or secretKeyRef",
         }
     ],
+    "AutoscalingSpec": [
+        {
+            "rule": "self.maxReplicas >= self.minReplicas",
+            "message": "maxReplicas must be at least minReplicas",
+        }
+    ],
     "McpServer": [
         {
             "rule": "has(self.command) != has(self.url)",
@@ -37,7 +43,7 @@ CONDITION = {
     "type": "object",
     "required": ["type", "status"],
     "properties": {
-        "type": {"type": "string", "enum": ["Ready", "Progressing", "Degraded"]},
+        "type": {"type": "string", "enum": ["Ready", "Progressing", "Degraded", "Autoscaling"]},
         "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
         "reason": {"type": "string"},
         "message": {"type": "string"},
@@ -57,7 +63,12 @@ STATUS = {
         },
         "replicas": {"type": "integer"},
         "readyReplicas": {"type": "integer"},
+        "selector": {"type": "string", "description": "The workers' label selector (scale subresource)"},
         "inbox": {"type": "string"},
+        "backlog": {"type": "integer", "description": "Inbox entries not yet delivered to a worker"},
+        "inFlight": {"type": "integer", "description": "Inbox entries delivered and not finished"},
+        "oldestPendingSeconds": {"type": "number", "description": "Age of the oldest unfinished entry"},
+        "deadLetters": {"type": "integer", "description": "Entries in the agent's dead-letter stream"},
     },
 }
 
@@ -122,7 +133,15 @@ def agent_crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {
+                        "status": {},
+                        # `kubectl scale` and HPAs set spec.replicas (ignored while spec.autoscaling is set)
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
                     "additionalPrinterColumns": [
                         {"name": "Agent", "type": "string", "jsonPath": ".spec.agentName"},
                         {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
@@ -132,6 +151,7 @@ def agent_crd() -> dict[str, Any]:
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
                         },
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        {"name": "Backlog", "type": "integer", "jsonPath": ".status.backlog"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -18,6 +19,7 @@ from magent2_operator import GROUP, PLURAL, VERSION, builders
 from magent2_operator.apply import Applier
 from magent2_operator.conditions import condition, merge, same
 from magent2_operator.preflight import SpecProblem, check
+from magent2_operator.scaling import scaling_children, scaling_names
 from magent2_operator.settings import OperatorSettings
 
 log = logging.getLogger("magent2.operator")
@@ -55,10 +57,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def desired_status(
-    spec: AgentSpec, name: str, generation: int, deployment: dict[str, Any] | None
+    spec: AgentSpec,
+    name: str,
+    generation: int,
+    deployment: dict[str, Any] | None,
+    autoscaling: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    wanted = 0 if spec.paused else spec.replicas
+    """Conditions and replica counts from the live Deployment; `autoscaling`: the Autoscaling
+    condition's (status, reason, message) when spec.autoscaling is set."""
     status = (deployment or {}).get("status") or {}
+    if spec.autoscaling is not None:  # KEDA decides how many
+        wanted = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+    else:
+        wanted = 0 if spec.paused else spec.replicas
     ready = int(status.get("ready_replicas") or status.get("readyReplicas") or 0)
     current = int(status.get("replicas") or 0)
     rolled_out = ready >= wanted and current == wanted
@@ -77,12 +88,51 @@ def desired_status(
         ),
         condition("Degraded", False, "Reconciled", "children match the spec"),
     ]
+    if autoscaling is not None:
+        conditions.append(
+            condition(
+                "Autoscaling", autoscaling["status"] == "True", autoscaling["reason"], autoscaling["message"]
+            )
+        )
     return {
         "observedGeneration": generation,
         "conditions": conditions,
         "replicas": current,
         "readyReplicas": ready,
+        "selector": ",".join(f"{k}={v}" for k, v in builders.selector(name).items()),
         "inbox": Keys(SETTINGS.bus_prefix).inbox(spec.agent_name or name),
+    }
+
+
+def apply_scaling(name: str, namespace: str, uid: str, agent: AgentSpec) -> dict[str, str] | None:
+    """Apply (or remove) the KEDA objects of spec.autoscaling; the Autoscaling condition's facts."""
+    assert State.applier is not None
+    if agent.autoscaling is None:
+        for stale in scaling_names(name, namespace):
+            State.applier.delete(stale)
+        return None
+    if not SETTINGS.keda_address:
+        return {
+            "status": "False",
+            "reason": "NoRedisAddress",
+            "message": "set KEDA_REDIS_ADDRESS (host:port) on the operator so KEDA can read the inbox",
+        }
+    try:
+        for child in scaling_children(name, namespace, uid, agent, SETTINGS):
+            State.applier.apply(child)
+    except ResourceNotFoundError:
+        return {
+            "status": "False",
+            "reason": "KEDANotInstalled",
+            "message": "spec.autoscaling needs KEDA (keda.sh/v1alpha1 ScaledObject); install KEDA, "
+            "or use spec.replicas",
+        }
+    scaling = agent.autoscaling
+    return {
+        "status": "True",
+        "reason": "KEDA",
+        "message": f"{scaling.min_replicas}-{scaling.max_replicas} replicas, "
+        f"{scaling.target_backlog_per_replica} backlog per replica",
     }
 
 
@@ -115,8 +165,9 @@ def reconcile(
         assert State.applier is not None
         live = None
         for child in builders.children(name, namespace, uid, agent, SETTINGS):
-            live = State.applier.apply(child)
-        _write_status(patch, old, desired_status(agent, name, meta.get("generation", 0), live))
+            live = State.applier.apply(child)  # the Deployment comes last
+        scaling = apply_scaling(name, namespace, uid, agent)
+        _write_status(patch, old, desired_status(agent, name, meta.get("generation", 0), live, scaling))
         RECONCILES.labels("ok").inc()
     except (SpecProblem, ValidationError) as exc:
         reason = exc.reason if isinstance(exc, SpecProblem) else "InvalidSpec"

@@ -32,7 +32,8 @@ def require_credentials() -> None:
 def main() -> None:
     settings = load(OperatorSettings)
     require_credentials()
-    import magent2_operator.handlers  # noqa: F401 - registers the handlers with Kopf
+    import magent2_operator.handlers
+    import magent2_operator.queue  # noqa: F401
 
     start_http_server(settings.metrics_port)
     asyncio.run(

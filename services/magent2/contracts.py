@@ -371,6 +371,21 @@ class OpenAISpec(_CamelSpec):
     api: OpenAIApi | None = None
 
 
+class AutoscalingSpec(_CamelSpec):
+    """Scale the workers on the inbox's backlog with KEDA (its redis-streams scaler): the operator
+    stops owning `replicas` and creates a ScaledObject. 0 replicas while idle is allowed."""
+
+    min_replicas: int = Field(default=0, ge=0, le=100)
+    max_replicas: int = Field(default=10, ge=1, le=100)
+    target_backlog_per_replica: int = Field(default=20, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("maxReplicas must be at least minReplicas")
+        return self
+
+
 class AgentSpec(_CamelSpec):
     """`spec` of an Agent resource; local mode validates the same YAML with this model."""
 
@@ -384,6 +399,7 @@ class AgentSpec(_CamelSpec):
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     openai: OpenAISpec = Field(default_factory=OpenAISpec)
     replicas: int = Field(default=1, ge=0, le=100)
+    autoscaling: AutoscalingSpec | None = None
     concurrency: int = Field(default=32, ge=1, le=256)
     image: str | None = None
     resources: dict[str, Any] | None = None

@@ -198,3 +198,40 @@ def test_durability_values_reach_redis_and_the_gateway() -> None:
     [gateway] = [d for (kind, name), d in docs.items() if kind == "Deployment" and "gateway" in name]
     env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GATEWAY_DURABLE_ACK"] == "true"
+
+
+def test_monitoring_objects_select_what_serves_metrics_and_the_dashboard_uses_real_metrics() -> None:
+    import re
+
+    from prometheus_client import generate_latest
+
+    from magent2.contracts import AgentSpec
+    from magent2.gateway.metrics import GatewayMetrics
+    from magent2.worker.metrics import WorkerMetrics
+    from magent2_operator.builders import labels
+
+    flags = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true"]
+    objects = [o for o in yaml.safe_load_all(helm("template", "t", str(CHART), *flags).stdout) if o]
+    by_kind = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    gateway_service = by_kind[("Service", "t-magent2-gateway")]
+    monitor = by_kind[("ServiceMonitor", "t-magent2-gateway")]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= gateway_service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == gateway_service["spec"]["ports"][0]["name"]
+    workers = by_kind[("PodMonitor", "t-magent2-workers")]
+    assert workers["spec"]["selector"]["matchLabels"].items() <= labels("a", AgentSpec()).items()
+    assert workers["spec"]["podMetricsEndpoints"][0]["port"] == "health"  # the worker container's port name
+    dashboard = json.loads(by_kind[("ConfigMap", "t-magent2-dashboard")]["data"]["magent2.json"])
+    exposed = (
+        generate_latest(WorkerMetrics().registry).decode()
+        + generate_latest(GatewayMetrics().registry).decode()
+    )
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for metric in re.findall(r"magent2_[a-z_]+", target["expr"]):
+                family = re.sub(r"_(bucket|sum|count|total)$", "", metric)
+                assert f"# TYPE {family} " in exposed, f"{panel['title']}: {metric} is not a metric we expose"
+    assert not [
+        o
+        for o in yaml.safe_load_all(helm("template", "t", str(CHART)).stdout)
+        if o and "Monitor" in o["kind"]
+    ]

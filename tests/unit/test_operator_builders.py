@@ -13,6 +13,7 @@ from magent2.contracts import AgentSpec
 from magent2_operator import builders
 from magent2_operator.apply import covers
 from magent2_operator.crd import render
+from magent2_operator.scaling import scaling_children
 from magent2_operator.settings import OperatorSettings
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,9 +48,25 @@ MAXIMAL: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(("label", "spec"), [("minimal", MINIMAL), ("maximal", MAXIMAL)])
+AUTOSCALED: dict[str, Any] = {
+    "agentName": "Burst",
+    "autoscaling": {"minReplicas": 0, "maxReplicas": 8, "targetBacklogPerReplica": 5},
+}
+KEDA_SETTINGS = SETTINGS.model_copy(
+    update={
+        "keda_redis_address": "magent2-redis:6379",
+        "keda_redis_password_secret": "magent2-redis/password",
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("label", "spec"), [("minimal", MINIMAL), ("maximal", MAXIMAL), ("autoscaled", AUTOSCALED)]
+)
 def test_children_match_golden_files(label: str, spec: dict[str, Any]) -> None:
-    objects = builders.children("my-agent", "agents", "uid-1234", AgentSpec.model_validate(spec), SETTINGS)
+    agent = AgentSpec.model_validate(spec)
+    objects = builders.children("my-agent", "agents", "uid-1234", agent, KEDA_SETTINGS)
+    objects += scaling_children("my-agent", "agents", "uid-1234", agent, KEDA_SETTINGS)
     rendered = yaml.safe_dump_all(objects, sort_keys=True)
     golden = GOLDEN / f"children-{label}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
