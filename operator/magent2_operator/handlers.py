@@ -104,12 +104,17 @@ def desired_status(
     }
 
 
-def apply_scaling(name: str, namespace: str, uid: str, agent: AgentSpec) -> dict[str, str] | None:
-    """Apply (or remove) the KEDA objects of spec.autoscaling; the Autoscaling condition's facts."""
+def apply_scaling(
+    name: str, namespace: str, uid: str, agent: AgentSpec, *, was_autoscaled: bool
+) -> dict[str, str] | None:
+    """Apply (or, once spec.autoscaling is gone, delete) the KEDA objects; the Autoscaling
+    condition's facts. Agents that never autoscaled cost no lookup of KEDA's kinds (a miss
+    refreshes the whole API discovery)."""
     assert State.applier is not None
     if agent.autoscaling is None:
-        for stale in scaling_names(name, namespace):
-            State.applier.delete(stale)
+        if was_autoscaled:
+            for stale in scaling_names(name, namespace):
+                State.applier.delete(stale)
         return None
     if not SETTINGS.keda_address:
         return {
@@ -166,7 +171,8 @@ def reconcile(
         live = None
         for child in builders.children(name, namespace, uid, agent, SETTINGS):
             live = State.applier.apply(child)  # the Deployment comes last
-        scaling = apply_scaling(name, namespace, uid, agent)
+        was_autoscaled = any(c.get("type") == "Autoscaling" for c in old.get("conditions", []))
+        scaling = apply_scaling(name, namespace, uid, agent, was_autoscaled=was_autoscaled)
         _write_status(patch, old, desired_status(agent, name, meta.get("generation", 0), live, scaling))
         RECONCILES.labels("ok").inc()
     except (SpecProblem, ValidationError) as exc:
