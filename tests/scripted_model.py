@@ -89,9 +89,9 @@ class CommandModel(Model):
         last = input if isinstance(input, str) else input[-1]
         slow = str(last if isinstance(last, str) else last.get("content", "")).startswith("slow ")
         model = (
-            SlowStreamingModel([step], delay_s=0.05, default_usage=USAGE)
+            SlowStreamingModel([step], delay_s=0.05, default_usage=USAGE, emit_traces=True)
             if slow
-            else TokenStreamingModel([step], default_usage=USAGE)
+            else TokenStreamingModel([step], default_usage=USAGE, emit_traces=True)
         )
         return model.stream_response(system_instructions, input, *args, **kwargs)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from magent2 import telemetry
 from magent2.bus.build import build_bus
 from magent2.contracts import AgentManifest, describe_tools, unknown_tools
 from magent2.gateway.app import create_app
@@ -82,6 +83,7 @@ async def serve(
 ) -> None:
     sock = listen(host, port, hint="--port (make run PORT=...)")
     base = WorkerSettings(REDIS_URL=redis_url)
+    telemetry.setup("local")
     gateway_settings = GatewaySettings(REDIS_URL=redis_url, GATEWAY_HOST=host, GATEWAY_PORT=port)
     bus = build_bus(base)
     if redis_url:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from magent2 import telemetry
 from magent2.bus import BusUnavailable
 from magent2.bus.build import build_bus
 from magent2.gateway.app import create_app
@@ -33,6 +34,7 @@ def main(settings: GatewaySettings | None = None) -> None:
         )
     if settings.durable_ack and (problem := run(_durability_problem(settings))):
         raise StartupError(f"GATEWAY_DURABLE_ACK=true cannot be honoured: {problem}")
+    telemetry.setup("gateway")
     sock = listen(settings.host, settings.port)
     config = uvicorn.Config(create_app(settings), log_level=settings.log_level, access_log=False)
     uvicorn.Server(config).run(sockets=[sock])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from magent2 import telemetry
 from magent2.bus.build import build_bus
 from magent2.loop import run
 from magent2.settings import WorkerSettings, load
@@ -41,6 +42,7 @@ def main(log_level: str = "info") -> None:
             "(for one process without Redis, run `magent2 up`)"
         )
     configure_logging(log_level)
+    telemetry.setup("worker")
     run(serve(settings))
 
 

@@ -9,6 +9,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from magent2 import telemetry
 from magent2.bus import Bus, Keys, RedisStreamsBus
 from magent2.contracts import AgentCard
 from magent2.settings import WorkerSettings
@@ -56,6 +57,8 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         log.info(
             "%s: model %s through the %s API", settings.agent_name, settings.agent_model, settings.model_api
         )
+    if telemetry.enabled():  # the SDK's spans join the run's OpenTelemetry trace
+        telemetry.bridge_sdk_spans(keep_openai_upload=settings.openai_tracing)
     toolset = build_toolset(settings, bus)
     log.info("%s tools: %s", settings.agent_name, ", ".join(toolset.names) or "none")
     agent: Agent[Any] = Agent(
@@ -72,7 +75,7 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         build_sessions(settings, bus),
         max_turns=settings.agent_max_turns,
         redact=terminal_policy(settings).redact,
-        run_config=RunConfig(tracing_disabled=not settings.openai_tracing),
+        run_config=RunConfig(tracing_disabled=not (settings.openai_tracing or telemetry.enabled())),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from magent2 import telemetry
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
 from magent2.bus.api import GROUP, Parking, parse_id
 from magent2.contracts import (
@@ -337,7 +338,8 @@ class Worker:
         meter = self.metrics.run(accepted_ms=parse_id(message.id)[0])
         sink = self.events.sink(self.keys.events(conversation), ttl_s=self.events_ttl_s, watch=meter.observe)
         sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
-        run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
+        with telemetry.run_span(envelope, accepted_ms=parse_id(message.id)[0]):  # the run task inherits it
+            run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
         self.cancellations.started(conversation, message.id, run)
         try:
             paused = await run

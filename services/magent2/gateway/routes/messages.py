@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from magent2 import telemetry
 from magent2.bus import LATEST, START, ConversationBusy
 from magent2.bus.delivery import deliver
 from magent2.contracts import (
@@ -88,15 +89,16 @@ async def send(body: SendRequest, request: Request, gateway: GatewayDep) -> JSON
     request.state.message_id = envelope.id  # named in a 503, so the client can retry safely
     policy = (await gateway.cards.get(agent)).on_new_message
     try:
-        cursor, inbox_id = await deliver(
-            gateway.bus,
-            keys,
-            envelope,
-            events_ttl_s=settings.events_ttl_seconds,
-            durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
-            only_if_idle=policy == "reject",
-            index=gateway.index.updates(envelope),
-        )
+        with telemetry.send_span(envelope):
+            cursor, inbox_id = await deliver(
+                gateway.bus,
+                keys,
+                envelope,
+                events_ttl_s=settings.events_ttl_seconds,
+                durable_timeout_ms=settings.durable_ack_timeout_ms if settings.durable_ack else None,
+                only_if_idle=policy == "reject",
+                index=gateway.index.updates(envelope),
+            )
     except ConversationBusy:
         raise HTTPException(
             409,
