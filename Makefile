@@ -21,7 +21,7 @@ $(VENV)/.runtime: pyproject.toml
 
 $(VENV)/.installed: $(VENV)/.runtime
 	@echo "make: installing the test tools and the operator extra into $(VENV) ..."
-	$(PY) -m pip install -q -e '.[dev,operator,tui]' mcp-server-time
+	$(PY) -m pip install -q -e '.[dev,operator,tui,litellm]' mcp-server-time
 	touch $@
 
 deps: $(VENV)/.installed ## Python virtualenv with magent2 and the test tools

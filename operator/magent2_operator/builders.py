@@ -92,6 +92,8 @@ def worker_config(name: str, spec: AgentSpec) -> dict[str, str]:
         config["OPENAI_BASE_URL"] = spec.openai.base_url
     if spec.openai.api:
         config["OPENAI_API"] = spec.openai.api
+    if spec.provider is not None and spec.provider.base_url:
+        config["LITELLM_BASE_URL"] = spec.provider.base_url
     if spec.instructions_from is None:
         config["AGENT_INSTRUCTIONS"] = spec.instructions or "You are a helpful assistant."
     return config
@@ -131,11 +133,14 @@ def _env(spec: AgentSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     if settings.bus_prefix:
         env.append({"name": "BUS_PREFIX", "value": settings.bus_prefix})
     env.append({"name": "WORKER_HEALTH_PORT", "value": str(HEALTH_PORT)})
-    if spec.openai.api_key_secret_ref is not None:
-        ref = spec.openai.api_key_secret_ref
-        env.append(
-            {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": ref.model_dump(exclude_defaults=True)}}
-        )
+    keys = [("OPENAI_API_KEY", spec.openai.api_key_secret_ref)]
+    if spec.provider is not None:
+        keys.append(("LITELLM_API_KEY", spec.provider.api_key_secret_ref))
+    for variable, ref in keys:
+        if ref is not None:
+            env.append(
+                {"name": variable, "valueFrom": {"secretKeyRef": ref.model_dump(exclude_defaults=True)}}
+            )
     source = spec.instructions_from
     if source is not None:
         if source.config_map_key_ref is not None:

@@ -17,7 +17,11 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         {
             "rule": "!(has(self.instructions) && has(self.instructionsFrom))",
             "message": "set either instructions or instructionsFrom, not both",
-        }
+        },
+        {
+            "rule": "!has(self.provider) || self.model.startsWith('litellm/')",
+            "message": "provider is for litellm/<provider>/<model> models; use openai otherwise",
+        },
     ],
     "InstructionsFrom": [
         {

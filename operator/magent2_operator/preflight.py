@@ -39,9 +39,12 @@ def check(
     servers = [server.name for server in spec.mcp_servers]
     if unknown := unknown_tools(spec.tools or [], servers):
         raise SpecProblem("UnknownTool", f"unknown tools {unknown}; known: {describe_tools(servers)}")
-    api_key = spec.openai.api_key_secret_ref
-    if api_key is not None and not api_key.optional:  # optional: a missing Secret leaves the key unset
-        _has_key(core.read_namespaced_secret, api_key.name, namespace, api_key.key, "Secret")
+    for api_key in (
+        spec.openai.api_key_secret_ref,
+        spec.provider.api_key_secret_ref if spec.provider else None,
+    ):
+        if api_key is not None and not api_key.optional:  # optional: a missing Secret leaves the key unset
+            _has_key(core.read_namespaced_secret, api_key.name, namespace, api_key.key, "Secret")
     source = spec.instructions_from
     if source is not None and source.config_map_key_ref is not None:
         ref = source.config_map_key_ref

@@ -371,6 +371,16 @@ class OpenAISpec(_CamelSpec):
     api: OpenAIApi | None = None
 
 
+LITELLM_PREFIX = "litellm/"  # spec.model "litellm/<provider>/<model>": any provider LiteLLM speaks
+
+
+class ProviderSpec(_CamelSpec):
+    """The key (and optionally the endpoint) of a `litellm/<provider>/<model>` model."""
+
+    api_key_secret_ref: SecretKeyRef | None = None
+    base_url: str = Field(default="", alias="baseURL")
+
+
 class AutoscalingSpec(_CamelSpec):
     """Scale the workers on the inbox's backlog with KEDA (its redis-streams scaler): the operator
     stops owning `replicas` and creates a ScaledObject. 0 replicas while idle is allowed."""
@@ -398,6 +408,7 @@ class AgentSpec(_CamelSpec):
     mcp_servers: list[McpServer] = Field(default_factory=list)
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     openai: OpenAISpec = Field(default_factory=OpenAISpec)
+    provider: ProviderSpec | None = None
     replicas: int = Field(default=1, ge=0, le=100)
     autoscaling: AutoscalingSpec | None = None
     concurrency: int = Field(default=32, ge=1, le=256)
@@ -415,6 +426,10 @@ class AgentSpec(_CamelSpec):
     def _instructions_once(self) -> AgentSpec:
         if self.instructions is not None and self.instructions_from is not None:
             raise ValueError("set either instructions or instructionsFrom, not both")
+        if self.provider is not None and not self.model.startswith(LITELLM_PREFIX):
+            raise ValueError(
+                f"provider is for {LITELLM_PREFIX}<provider>/<model> models; use openai for {self.model!r}"
+            )
         return self
 
 

@@ -51,6 +51,8 @@ def worker_settings(manifest: AgentManifest, base: WorkerSettings) -> WorkerSett
         overrides["openai_base_url"] = spec.openai.base_url
     if spec.openai.api:
         overrides["openai_api"] = spec.openai.api
+    if spec.provider is not None and spec.provider.base_url:  # its key: LITELLM_API_KEY in the env
+        overrides["litellm_base_url"] = spec.provider.base_url
     if spec.tools is not None:
         servers = [server.name for server in spec.mcp_servers]
         if unknown := unknown_tools(spec.tools, servers):

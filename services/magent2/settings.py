@@ -95,6 +95,9 @@ class WorkerSettings(BusSettings):
     openai_api: OpenAIApi | None = Field(default=None, alias="OPENAI_API")
     # The Agents SDK uploads traces (prompts, tool calls) to OpenAI unless told not to: opt in.
     openai_tracing: bool = Field(default=False, alias="OPENAI_TRACING")
+    # for AGENT_MODEL=litellm/<provider>/<model> (spec.provider)
+    litellm_api_key: SecretStr | None = Field(default=None, alias="LITELLM_API_KEY")
+    litellm_base_url: str | None = Field(default=None, alias="LITELLM_BASE_URL")
     visibility_timeout_seconds: float = Field(default=30, alias="WORKER_VISIBILITY_TIMEOUT_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(default=20, alias="WORKER_SHUTDOWN_GRACE_SECONDS", ge=0)
     max_attempts: int = Field(default=3, alias="WORKER_MAX_ATTEMPTS", ge=1, le=20)
@@ -162,7 +165,14 @@ class WorkerSettings(BusSettings):
     def model_api(self) -> OpenAIApi:
         return self.openai_api or ("chat_completions" if self.openai_base_url else "responses")
 
-    @field_validator("openai_api_key", "openai_base_url", "openai_api", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "openai_base_url",
+        "openai_api",
+        "litellm_api_key",
+        "litellm_base_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from magent2 import telemetry
 from magent2.bus import Bus, Keys, RedisStreamsBus
-from magent2.contracts import AgentCard
+from magent2.contracts import LITELLM_PREFIX, AgentCard
 from magent2.settings import WorkerSettings
 from magent2.worker.metrics import WorkerMetrics
 from magent2.worker.runner import EchoRunner, Runner
@@ -32,10 +32,12 @@ def build_sessions(settings: WorkerSettings, bus: Bus) -> SessionFactory:
 
 
 def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
+    litellm = settings.agent_model.startswith(LITELLM_PREFIX)
     if (
         settings.openai_api_key is None
         and settings.openai_base_url is None
         and not settings.agent_model_factory
+        and not litellm
     ):
         log.info("no OPENAI_API_KEY: %s answers with the echo runner", settings.agent_name)
         return EchoRunner(settings.echo_token_delay_seconds)
@@ -43,10 +45,17 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
 
     from magent2.tools.guardrails import max_input_guardrail
     from magent2.tools.registry import build_toolset, terminal_policy
-    from magent2.worker.sdk_runner import AgentsSdkRunner, build_model
+    from magent2.worker.sdk_runner import AgentsSdkRunner, build_litellm_model, build_model
 
     if settings.agent_model_factory:
         model = load_model_factory(settings.agent_model_factory)(settings.agent_model)
+    elif litellm:
+        model = build_litellm_model(
+            settings.agent_model.removeprefix(LITELLM_PREFIX),
+            api_key=settings.litellm_api_key.get_secret_value() if settings.litellm_api_key else None,
+            base_url=settings.litellm_base_url,
+        )
+        log.info("%s: model %s through LiteLLM", settings.agent_name, settings.agent_model)
     else:
         model = build_model(
             settings.agent_model,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from magent2.contracts import (
     TokenEvent,
     ToolStepEvent,
 )
+from magent2.startup import StartupError
 from magent2.tools.redaction import Redactor
 from magent2.worker.runner import RunFailed, RunPaused
 from magent2.worker.sessions import SessionFactory
@@ -54,6 +56,20 @@ def build_model(name: str, *, api_key: str | None, base_url: str | None, api: Op
     if api == "chat_completions":
         return OpenAIChatCompletionsModel(model=name, openai_client=client)
     return OpenAIResponsesModel(model=name, openai_client=client)
+
+
+def build_litellm_model(name: str, *, api_key: str | None, base_url: str | None) -> Model:
+    """`<provider>/<model>` through LiteLLM (Anthropic, Gemini, Bedrock, Ollama, …)."""
+    # LiteLLM would fetch its model price list from the internet at import: use its bundled copy.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        from agents.extensions.models.litellm_model import LitellmModel
+    except ImportError:
+        raise StartupError(
+            f"AGENT_MODEL litellm/{name} needs LiteLLM: pip install 'magent2[litellm]' "
+            "(the worker image has it)"
+        ) from None
+    return LitellmModel(model=name, api_key=api_key, base_url=base_url or None)
 
 
 def summarize(value: Any, limit: int = SUMMARY_CHARS) -> str:
