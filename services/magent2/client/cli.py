@@ -15,14 +15,22 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import httpx
 
-from magent2.client.http import FINAL, OK, STREAM_FAILED, TIMEOUT, USAGE, Client, ClientFailure
+from magent2.client.http import (
+    FINAL,
+    OK,
+    STREAM_FAILED,
+    TIMEOUT,
+    USAGE,
+    Client,
+    ClientFailure,
+    new_conversation_id,
+)
 
 log = logging.getLogger("magent2.client")
 DEFAULT_BASE_URL = "http://localhost:8000"
@@ -304,10 +312,6 @@ async def interactive(client: Client, args: argparse.Namespace, conversation_id:
         save_history()
     print(f"conversation {conversation_id} (continue it with --conv {conversation_id})", file=sys.stderr)
     return status
-
-
-def new_conversation_id() -> str:
-    return f"conv-{uuid.uuid4().hex[:12]}"
 
 
 def main(argv: list[str] | None = None, prog: str = "magent2 client") -> int:

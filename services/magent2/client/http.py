@@ -22,6 +22,10 @@ REQUEST_TIMEOUT = httpx.Timeout(10.0)  # every call but the stream, whatever the
 FINAL = {"output": OK, "error": AGENT_ERROR, "cancelled": CANCELLED}
 
 
+def new_conversation_id() -> str:
+    return f"conv-{uuid.uuid4().hex[:12]}"
+
+
 class ClientFailure(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)

@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Label, ListView, Static, TabbedContent
 
-from magent2.client.http import Client, ClientFailure
+from magent2.client.http import Client, ClientFailure, new_conversation_id
 from magent2.tui.widgets.agents import AgentItem, AgentList
 from magent2.tui.widgets.approval import ApprovalScreen
 from magent2.tui.widgets.conversations import ConversationItem, ConversationList
@@ -26,12 +26,6 @@ from magent2.tui.widgets.help import HelpScreen
 from magent2.tui.widgets.session import Session
 
 RECONNECT_S = 1.0
-
-
-def new_conversation_id() -> str:
-    import uuid
-
-    return f"conv-{uuid.uuid4().hex[:12]}"
 
 
 class MagentApp(App[None]):

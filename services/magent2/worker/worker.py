@@ -335,10 +335,11 @@ class Worker:
 
     async def _process(self, message: BusMessage, envelope: MessageEnvelope) -> None:
         conversation = envelope.conversation_id
-        meter = self.metrics.run(accepted_ms=parse_id(message.id)[0])
+        accepted_ms = parse_id(message.id)[0]  # the inbox id is its acceptance time
+        meter = self.metrics.run(accepted_ms=accepted_ms)
         sink = self.events.sink(self.keys.events(conversation), ttl_s=self.events_ttl_s, watch=meter.observe)
         sink.put(RunStartedEvent(conversation_id=conversation, message_id=envelope.id, agent=self.agent_name))
-        with telemetry.run_span(envelope, accepted_ms=parse_id(message.id)[0]):  # the run task inherits it
+        with telemetry.run_span(envelope, accepted_ms=accepted_ms):  # the run task inherits its context
             run = self._runs[message.id] = asyncio.create_task(self._run_with_retries(envelope, sink))
         self.cancellations.started(conversation, message.id, run)
         try:
