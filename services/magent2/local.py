@@ -128,7 +128,12 @@ async def serve(
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no "started" event
             await asyncio.sleep(0.01)
         if server.started:
-            print(f"magent2 is up on http://{host}:{port} — agents: {names}", flush=True)
+            print(
+                f"magent2 is up on http://{host}:{port} — agents: {names}\n"
+                f"  console http://{host}:{port}/ui/ · API docs http://{host}:{port}/docs · "
+                "`magent2 client` or `magent2 tui` to chat",
+                flush=True,
+            )
             if started is not None:
                 started.set()
         await serving
