@@ -163,3 +163,14 @@ def test_shorten_cuts_the_longest_texts_until_the_event_fits() -> None:
     # nothing long enough to cut: sent as it is, flagged
     small = {"event": "x", **{f"k{i}": "v" * 40 for i in range(60)}}
     assert json.loads(shorten(json.dumps(small), 1024))["k0"] == "v" * 40
+
+
+async def test_the_observer_needs_the_bearer_token_when_one_is_set(bus: Bus) -> None:
+    app = create_app(settings(GATEWAY_API_TOKENS="t0ken"), bus=bus)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        for path in ("/conversations", "/conversations/c1", "/graph/c1", "/agents", "/agents/DevAgent"):
+            assert (await http.get(path)).status_code == 401, path
+        assert (
+            await http.get("/conversations", headers={"Authorization": "Bearer t0ken"})
+        ).status_code == 200
+        assert (await http.get("/ui/")).status_code == 200  # the console's files hold no data
