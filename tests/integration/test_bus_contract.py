@@ -376,6 +376,7 @@ async def test_a_parked_entry_keeps_its_turn_until_the_last_decision_enqueues_it
     assert await bus.admit(inbox, "g", "me", second, order_key="c1", token="m2", max_deliveries=5) == "wait"
     assert await bus.due("due", time.time() + 60) == ["c1"]
     assert await bus.due("due", time.time()) == []
+    assert await bus.ranked_count("due") == 1  # what /agents reports as awaiting approval
 
     async def decide(call: str, decision: str) -> tuple[str, str | None]:
         event = Publication(events, [json.dumps({"call": call})])
@@ -392,6 +393,7 @@ async def test_a_parked_entry_keeps_its_turn_until_the_last_decision_enqueues_it
     assert verdict == "resumed" and resumed is not None
     assert [m.payload for m in await bus.read(events)] == ['{"call": "a"}', '{"call": "b"}']
     assert await bus.due("due", time.time() + 60) == []
+    assert await bus.ranked_count("due") == 0
     [resume] = await bus.consume(inbox, "g", "me", count=10, block_ms=100)
     assert resume.id == resumed and resume.payload == "R"
     assert await bus.admit(inbox, "g", "me", resumed, order_key="c1", token="m1", max_deliveries=5) == "run"

@@ -91,7 +91,6 @@ class InMemoryBus(Bus):
         self._streams: dict[str, _Stream] = {}
         self._order: dict[tuple[str, str], list[str]] = {}
         self._values: dict[str, tuple[float | None, str]] = {}
-        self._due: dict[str, dict[str, float]] = {}
         self._done: dict[tuple[str, str], float] = {}
         self._accepted: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._any_change = asyncio.Condition()  # for read_many over many streams
@@ -410,7 +409,7 @@ class InMemoryBus(Bus):
                 self._done[(stream, done_token)] = now + done_ttl_s
             if park is not None:
                 await self.put_value(park.record_key, park.record, ttl_s=park.ttl_s)
-                self._due.setdefault(park.due_key, {})[park.due_member] = park.due_at
+                self._tallies.scores(park.due_key)[park.due_member] = park.due_at
         self._stream(stream).groups[group].pending.pop(message_id, None)
         queue = self._order.get((stream, order_key)) if order_key is not None else None
         if queue and message_id in queue and park is None:
@@ -450,13 +449,13 @@ class InMemoryBus(Bus):
             queue[queue.index(record["inbox_id"])] = resumed
         else:
             queue.insert(0, resumed)
-        self._due.get(due_key, {}).pop(due_member, None)
+        self._tallies.scores(due_key).pop(due_member, None)
         record["resumed"] = resumed
         self._values[record_key] = (expires, json.dumps(record))
         return "resumed", resumed
 
     async def due(self, due_key: str, now: float, *, count: int = 100) -> list[str]:
-        members = self._due.get(due_key, {})
+        members = self._tallies.scores(due_key)
         return sorted((m for m, at in members.items() if at <= now), key=members.__getitem__)[:count]
 
     async def ping(self) -> None:

@@ -1,5 +1,5 @@
-"""The in-memory bus's hashes and sorted sets for `Tally` and `Ranking` (the observer's index),
-expiring as Redis keys do."""
+"""The in-memory bus's hashes and sorted sets (`Tally`, `Ranking`, the approvals due), expiring as
+Redis keys do."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ class Tallies:
         if self._updates % _SWEEP_EVERY == 0:
             for key in list(self._keys):
                 self._live(key)
+
+    def scores(self, key: str) -> dict[str, float]:
+        """The sorted set `key` (created empty), to change in place."""
+        entry = self._live(key) or self._keys.setdefault(key, _Entry(None))
+        return entry.scores
 
     def hash(self, key: str) -> dict[str, str]:
         entry = self._live(key)
