@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from magent2.bus import START, Bus, Keys
-from magent2.bus.api import GROUP, parse_id
+from magent2.bus.api import GROUP, QueueHealth, parse_id
 from magent2.contracts import AgentCard, PendingApproval
 from magent2.observer.index import CHILD, EDGE
 from magent2.observer.models import (
@@ -42,6 +43,24 @@ def _when(text: str | None) -> datetime | None:
 
 def _from_ms(ms: int) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    """An agent's queue: its inbox's consumer group, approvals waiting, dead letters."""
+
+    health: QueueHealth
+    awaiting_approval: int
+    dead_letters: int
+
+
+async def queue_facts(bus: Bus, keys: Keys, agent: str) -> QueueFacts:
+    health, waiting, dead = await asyncio.gather(
+        bus.queue_health(keys.inbox(agent), GROUP),
+        bus.ranked_count(keys.approvals_due(agent)),
+        bus.length(keys.dead_letters(agent)),
+    )
+    return QueueFacts(health, waiting, dead)
 
 
 class Observer:
@@ -135,22 +154,19 @@ class Observer:
         )
 
     async def agent(self, name: str) -> AgentStatus:
-        inbox = self.keys.inbox(name)
-        health, waiting, dead, card = await asyncio.gather(
-            self.bus.queue_health(inbox, GROUP),
-            self.bus.ranked_count(self.keys.approvals_due(name)),
-            self.bus.length(self.keys.dead_letters(name)),
-            self.bus.get_value(self.keys.agent_card(name)),
+        queue, card = await asyncio.gather(
+            queue_facts(self.bus, self.keys, name), self.bus.get_value(self.keys.agent_card(name))
         )
+        health = queue.health
         return AgentStatus(
             name=name,
-            inbox=inbox,
+            inbox=self.keys.inbox(name),
             workers_alive=sum(1 for c in health.consumers if c.idle_ms < ALIVE_WITHIN_MS),
             backlog=health.backlog,
             in_flight=health.in_flight,
             oldest_pending_seconds=round(health.oldest_pending_s, 3),
-            awaiting_approval=waiting,
-            dead_letters=dead,
+            awaiting_approval=queue.awaiting_approval,
+            dead_letters=queue.dead_letters,
             last_activity=_from_ms(health.last_entry_ms),
             on_new_message=(AgentCard.model_validate_json(card) if card else AgentCard()).on_new_message,
         )

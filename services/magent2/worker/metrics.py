@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from magent2.bus.api import QueueHealth
 from magent2.contracts import StreamEvent
+from magent2.observer.queries import QueueFacts
 
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -94,12 +94,12 @@ class WorkerMetrics:
         self.queue_wait_seconds.observe(max(0.0, time.time() - accepted_ms / 1000))
         return RunMeter(self)
 
-    def queue(self, health: QueueHealth, *, approvals: int, dead_letters: int) -> None:
-        self.inbox_backlog.set(health.backlog)
-        self.inbox_in_flight.set(health.in_flight)
-        self.inbox_oldest_pending_seconds.set(health.oldest_pending_s)
-        self.approvals_pending.set(approvals)
-        self.dead_letters.set(dead_letters)
+    def queue(self, facts: QueueFacts) -> None:
+        self.inbox_backlog.set(facts.health.backlog)
+        self.inbox_in_flight.set(facts.health.in_flight)
+        self.inbox_oldest_pending_seconds.set(facts.health.oldest_pending_s)
+        self.approvals_pending.set(facts.awaiting_approval)
+        self.dead_letters.set(facts.dead_letters)
 
 
 @dataclass

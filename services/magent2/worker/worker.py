@@ -37,6 +37,7 @@ from magent2.control.approvals import Approvals, is_resume, pending
 from magent2.control.cancel import Cancellations
 from magent2.control.listener import listen
 from magent2.control.policy import publish_card
+from magent2.observer.queries import queue_facts
 from magent2.tools.fanout import child_done
 from magent2.worker.events import EventSink, EventWriter
 from magent2.worker.metrics import WorkerMetrics
@@ -468,12 +469,7 @@ class Worker:
             )
 
     async def _measure_queue(self) -> None:
-        health, approvals, dead = await asyncio.gather(
-            self.bus.queue_health(self.inbox, GROUP),
-            self.bus.ranked_count(self.keys.approvals_due(self.agent_name)),
-            self.bus.length(self.dead_letters),
-        )
-        self.metrics.queue(health, approvals=approvals, dead_letters=dead)
+        self.metrics.queue(await queue_facts(self.bus, self.keys, self.agent_name))
 
     async def _dead_letter(self, message: BusMessage, envelope: MessageEnvelope | None, reason: str) -> None:
         """Move a message out of the inbox into the dead-letter stream, telling its conversation."""
