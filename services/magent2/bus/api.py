@@ -6,6 +6,7 @@ and `InMemoryBus` (local mode and tests). Cursors are Redis stream ids ("<ms>-<s
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,17 @@ class QueueHealth:
 # unknown: no such pending call; decided: it was decided before; pending: other calls still wait;
 # resumed: that was the last decision, the run's resume entry is queued.
 Verdict = Literal["unknown", "decided", "pending", "resumed"]
+
+
+# Redis stream ids: <ms>[-<seq>], each part an unsigned 64-bit integer, ASCII digits only.
+_CURSOR = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?", re.ASCII)
+_U64_MAX = 2**64 - 1
+
+
+def is_cursor(text: str) -> bool:
+    """Whether `text` is a stream id a reader may resume after (`<ms>` or `<ms>-<seq>`)."""
+    found = _CURSOR.fullmatch(text)
+    return found is not None and all(int(part or 0) <= _U64_MAX for part in found.groups())
 
 
 def parse_id(message_id: str) -> tuple[int, int]:

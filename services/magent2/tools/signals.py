@@ -11,11 +11,11 @@ from typing import Any
 from agents import function_tool
 
 from magent2.bus import START, Bus, Keys
+from magent2.bus.api import is_cursor
 from magent2.contracts import SIGNAL_TOPIC_PATTERN, Signal
 from magent2.tools.output import as_json
 
 MAX_WAIT_S = 300.0
-_CURSOR = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?", re.ASCII)
 
 
 class Signals:
@@ -52,7 +52,7 @@ class Signals:
     async def wait(self, topic: str, after: str | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
         if problem := self._topic_problem(topic):
             return {"received": False, "error": problem}
-        if after is not None and not _CURSOR.fullmatch(after):
+        if after is not None and not is_cursor(after):
             return {"received": False, "error": f"invalid cursor {after!r}: pass one a wait returned"}
         deadline_ms = int(min(max(timeout_s, 0.0), MAX_WAIT_S) * 1000)
         found = await self.bus.read(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magent2 import telemetry
 from magent2.bus import LATEST, START, ConversationBusy
+from magent2.bus.api import is_cursor
 from magent2.bus.delivery import deliver
 from magent2.contracts import (
     CONVERSATION_ID_PATTERN,
@@ -26,10 +26,6 @@ from magent2.gateway.deps import Authorized, GatewayDep
 from magent2.gateway.sse import event_stream
 
 router = APIRouter(tags=["messages"], dependencies=Authorized)
-
-# Redis stream ids: <ms>[-<seq>], each part an unsigned 64-bit integer, ASCII digits only.
-_CURSOR = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?", re.ASCII)
-_U64_MAX = 2**64 - 1
 
 
 class SendRequest(BaseModel):
@@ -65,8 +61,7 @@ class SendResponse(BaseModel):
 
 
 def parse_cursor(cursor: str) -> str:
-    found = _CURSOR.fullmatch(cursor)
-    if cursor != LATEST and (not found or any(int(part or 0) > _U64_MAX for part in found.groups())):
+    if cursor != LATEST and not is_cursor(cursor):
         raise HTTPException(400, f"invalid cursor {cursor!r}: expected <ms>-<seq>, <ms> or $")
     return cursor
 
