@@ -20,6 +20,11 @@ from magent2.tools.output import as_json
 HOPS = "hops"
 
 
+def next_hop(current: MessageEnvelope | None) -> int:
+    """The hop count of a message sent while handling `current` (1 when not inside a run)."""
+    return int(current.metadata.get(HOPS, 0) if current else 0) + 1
+
+
 class Chat:
     def __init__(
         self,
@@ -49,7 +54,7 @@ class Chat:
             return {"sent": False, "error": f"invalid agent name {recipient!r}"}
         if name == self.agent_name:
             return {"sent": False, "error": "an agent cannot send a message to itself"}
-        hops = int(current.metadata.get(HOPS, 0) if current else 0) + 1
+        hops = next_hop(current)
         if hops > self.max_hops:
             return {"sent": False, "error": f"hop limit reached ({self.max_hops}); not forwarding"}
         conversation = conversation_id or (

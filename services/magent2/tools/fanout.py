@@ -30,7 +30,7 @@ from magent2.contracts import (
     parse_event,
 )
 from magent2.observer.index import PARENT, ObserverIndex
-from magent2.tools.chat import HOPS
+from magent2.tools.chat import HOPS, next_hop
 from magent2.tools.output import as_json
 
 DONE_TOPIC = "done_topic"  # envelope metadata of a child: where its outcome is signalled
@@ -68,7 +68,7 @@ class FanOut:
             return {"started": False, "error": f"{len(tasks)} tasks; at most {self.max_children} at once"}
         if responsibilities is not None and len(responsibilities) != len(tasks):
             return {"started": False, "error": "give one responsibility per task, or none"}
-        hops = int(current.metadata.get(HOPS, 0) if current else 0) + 1
+        hops = next_hop(current)
         if hops > self.max_hops:
             return {"started": False, "error": f"hop limit reached ({self.max_hops}); not fanning out"}
         group = uuid.uuid4().hex[:12]
