@@ -61,10 +61,10 @@ def desired_status(
     name: str,
     generation: int,
     deployment: dict[str, Any] | None,
-    autoscaling: dict[str, str] | None = None,
+    autoscaling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Conditions and replica counts from the live Deployment; `autoscaling`: the Autoscaling
-    condition's (status, reason, message) when spec.autoscaling is set."""
+    """Conditions and replica counts from the live Deployment, plus the Autoscaling condition
+    when spec.autoscaling is set."""
     status = (deployment or {}).get("status") or {}
     if spec.autoscaling is not None:  # KEDA decides how many
         wanted = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
@@ -89,11 +89,7 @@ def desired_status(
         condition("Degraded", False, "Reconciled", "children match the spec"),
     ]
     if autoscaling is not None:
-        conditions.append(
-            condition(
-                "Autoscaling", autoscaling["status"] == "True", autoscaling["reason"], autoscaling["message"]
-            )
-        )
+        conditions.append(autoscaling)
     return {
         "observedGeneration": generation,
         "conditions": conditions,
@@ -106,10 +102,10 @@ def desired_status(
 
 def apply_scaling(
     name: str, namespace: str, uid: str, agent: AgentSpec, *, was_autoscaled: bool
-) -> dict[str, str] | None:
+) -> dict[str, Any] | None:
     """Apply (or, once spec.autoscaling is gone, delete) the KEDA objects; the Autoscaling
-    condition's facts. Agents that never autoscaled cost no lookup of KEDA's kinds (a miss
-    refreshes the whole API discovery)."""
+    condition. Agents that never autoscaled cost no lookup of KEDA's kinds (a miss refreshes the
+    whole API discovery)."""
     assert State.applier is not None
     if agent.autoscaling is None:
         if was_autoscaled:
@@ -117,28 +113,30 @@ def apply_scaling(
                 State.applier.delete(stale)
         return None
     if not SETTINGS.keda_address:
-        return {
-            "status": "False",
-            "reason": "NoRedisAddress",
-            "message": "set KEDA_REDIS_ADDRESS (host:port) on the operator so KEDA can read the inbox",
-        }
+        return condition(
+            "Autoscaling",
+            False,
+            "NoRedisAddress",
+            "set KEDA_REDIS_ADDRESS (host:port) on the operator so KEDA can read the inbox",
+        )
     try:
         for child in scaling_children(name, namespace, uid, agent, SETTINGS):
             State.applier.apply(child)
     except ResourceNotFoundError:
-        return {
-            "status": "False",
-            "reason": "KEDANotInstalled",
-            "message": "spec.autoscaling needs KEDA (keda.sh/v1alpha1 ScaledObject); install KEDA, "
-            "or use spec.replicas",
-        }
+        return condition(
+            "Autoscaling",
+            False,
+            "KEDANotInstalled",
+            "spec.autoscaling needs KEDA (keda.sh/v1alpha1 ScaledObject); install KEDA, or use spec.replicas",
+        )
     scaling = agent.autoscaling
-    return {
-        "status": "True",
-        "reason": "KEDA",
-        "message": f"{scaling.min_replicas}-{scaling.max_replicas} replicas, "
+    return condition(
+        "Autoscaling",
+        True,
+        "KEDA",
+        f"{scaling.min_replicas}-{scaling.max_replicas} replicas, "
         f"{scaling.target_backlog_per_replica} backlog per replica",
-    }
+    )
 
 
 def _write_status(patch: kopf.Patch, old: dict[str, Any], new: dict[str, Any]) -> None:
