@@ -202,6 +202,62 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     wait_until(up, timeout=timeout, interval=0.05, what=url)
 
 
+# Two agents on the scripted model: DevAgent without tools, Operator whose terminal calls need approval.
+DEV_AND_OPERATOR = """
+apiVersion: magent2.dev/v1alpha1
+kind: Agent
+metadata: {name: dev}
+spec: {agentName: DevAgent, tools: []}
+---
+apiVersion: magent2.dev/v1alpha1
+kind: Agent
+metadata: {name: operator}
+spec:
+  agentName: Operator
+  tools: [terminal]
+  terminal: {allowedCommands: [echo]}
+  approval: {tools: [terminal]}
+"""
+SCRIPTED = {"AGENT_MODEL_FACTORY": "tests.scripted_model:command_model", "AGENT_SESSION_PATH": ":memory:"}
+
+
+@contextlib.contextmanager
+def local_mode(manifest: Path | str, **env: str) -> Iterator[str]:
+    """`magent2 up -f manifest` (agents on the scripted model) on a free port; its base URL."""
+    port = free_port()
+    command = ["magent2.cli", "up", "--port", str(port), "-f", str(manifest)]
+    with running(spawn(command, **SCRIPTED, **env)):
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=30)
+        yield f"http://127.0.0.1:{port}"
+
+
+class RestartableGateway:
+    """A slow echo worker (DevAgent, 50 ms per token) and a gateway process on real Redis, for the
+    tests of streams that outlive a gateway: `kill` it (-9), then `start` a new one on the same port."""
+
+    def __init__(self, redis_url: str, processes: contextlib.ExitStack) -> None:
+        self.port, self.processes = free_port(), processes
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"REDIS_URL": redis_url, "GATEWAY_PORT": str(self.port)}
+        worker = {"REDIS_URL": redis_url, "AGENT_NAME": "DevAgent", "ECHO_TOKEN_DELAY_SECONDS": "0.05"}
+        processes.enter_context(running(spawn(["magent2.worker"], **worker)))
+        self.start()
+        wait_http(f"{self.url}/health")
+
+    def start(self) -> None:
+        self.gateway = self.processes.enter_context(running(spawn(["magent2.gateway"], **self.env)))
+
+    def kill(self) -> None:
+        self.gateway.kill()
+        self.gateway.wait(10)
+
+
+@contextlib.contextmanager
+def restartable_gateway(redis_url: str) -> Iterator[RestartableGateway]:
+    with contextlib.ExitStack() as processes:
+        yield RestartableGateway(redis_url, processes)
+
+
 async def send_envelope(
     bus: Any,
     content: str,

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +19,21 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support import ROOT, free_port, running, spawn, wait_http
+from tests.support import (
+    DEV_AND_OPERATOR,
+    ROOT,
+    free_port,
+    local_mode,
+    restartable_gateway,
+    running,
+    spawn,
+    wait_http,
+)
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "console-test-token"
 ARTIFACTS = Path(os.environ.get("MAGENT2_ARTIFACTS", ROOT / ".artifacts")) / "console"
-AGENTS = """
-apiVersion: magent2.dev/v1alpha1
-kind: Agent
-metadata: {name: dev}
-spec: {agentName: DevAgent, tools: []}
----
-apiVersion: magent2.dev/v1alpha1
-kind: Agent
-metadata: {name: operator}
-spec:
-  agentName: Operator
-  tools: [terminal]
-  terminal: {allowedCommands: [echo]}
-  approval: {tools: [terminal]}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +53,10 @@ def browser() -> Iterator[WebDriver]:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    manifest = Path(tmp_path_factory.mktemp("console")) / "agents.yaml"
-    manifest.write_text(AGENTS)
-    port = free_port()
-    env = {
-        "AGENT_MODEL_FACTORY": "tests.scripted_model:command_model",
-        "AGENT_SESSION_PATH": ":memory:",
-        "GATEWAY_API_TOKENS": TOKEN,
-    }
-    with running(spawn(["magent2.cli", "up", "--port", str(port), "-f", str(manifest)], **env)):
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=30)
-        yield f"http://127.0.0.1:{port}"
+    manifest = tmp_path_factory.mktemp("console") / "agents.yaml"
+    manifest.write_text(DEV_AND_OPERATOR)
+    with local_mode(manifest, GATEWAY_API_TOKENS=TOKEN) as url:
+        yield url
 
 
 def until(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 20) -> Any:
@@ -214,23 +199,16 @@ def test_readable_at_phone_width(browser: WebDriver, local: str) -> None:
 def test_a_reply_continues_after_a_gateway_restart_without_lost_or_doubled_text(
     browser: WebDriver, redis_url: str
 ) -> None:
-    port = free_port()
-    gateway_env = {"REDIS_URL": redis_url, "GATEWAY_PORT": str(port)}
-    worker_env = {"REDIS_URL": redis_url, "AGENT_NAME": "DevAgent", "ECHO_TOKEN_DELAY_SECONDS": "0.05"}
     words = " ".join(f"w{i}" for i in range(80))
-    with ExitStack() as processes:
-        processes.enter_context(running(spawn(["magent2.worker"], **worker_env)))
-        gateway = processes.enter_context(running(spawn(["magent2.gateway"], **gateway_env)))
-        wait_http(f"http://127.0.0.1:{port}/health")
-        load(browser, f"http://127.0.0.1:{port}/ui/", token=None)
+    with restartable_gateway(redis_url) as gateway:
+        load(browser, f"{gateway.url}/ui/", token=None)
         talk_to(browser, "DevAgent")
         say(browser, words)
         until(browser, lambda d: replies(d) and "w5" in replies(d)[-1])
-        gateway.send_signal(signal.SIGKILL)
-        gateway.wait(10)
+        gateway.kill()
         until(browser, lambda d: "reconnecting" in d.find_element(By.ID, "stream-state").text)
         shot(browser, "08-reconnecting")
-        processes.enter_context(running(spawn(["magent2.gateway"], **gateway_env)))
+        gateway.start()
         until(browser, lambda d: replies(d) == [f"echo: {words}"], timeout=40)
         assert browser.find_element(By.ID, "stream-state").text == ""
         shot(browser, "09-resumed")

@@ -3,30 +3,22 @@ token arrives once and in order (kill -9 of the gateway process, a new one on th
 
 from __future__ import annotations
 
-import signal
-from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
 
 from magent2.client.http import Client
-from tests.support import free_port, running, spawn, wait_http
+from tests.support import restartable_gateway
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_a_reply_streams_on_across_a_gateway_restart(redis_url: str) -> None:
-    port = free_port()
-    gateway_env = {"REDIS_URL": redis_url, "GATEWAY_PORT": str(port)}
-    worker_env = {"REDIS_URL": redis_url, "AGENT_NAME": "DevAgent", "ECHO_TOKEN_DELAY_SECONDS": "0.05"}
     words = " ".join(f"w{i}" for i in range(60))
-    client = Client(f"http://127.0.0.1:{port}", "DevAgent", "user:t")
     tokens: list[dict[str, Any]] = []
-    with ExitStack() as processes:
-        processes.enter_context(running(spawn(["magent2.worker"], **worker_env)))
-        gateway = processes.enter_context(running(spawn(["magent2.gateway"], **gateway_env)))
-        wait_http(f"http://127.0.0.1:{port}/health")
+    with restartable_gateway(redis_url) as gateway:
+        client = Client(gateway.url, "DevAgent", "user:t")
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as http:
             await _until_known(client, http)
             sent = await client.send(http, "resume-1", words)
@@ -34,9 +26,8 @@ async def test_a_reply_streams_on_across_a_gateway_restart(redis_url: str) -> No
                 if event["event"] == "token":
                     tokens.append(event)
                     if len(tokens) == 10:
-                        gateway.send_signal(signal.SIGKILL)
-                        gateway.wait(10)
-                        processes.enter_context(running(spawn(["magent2.gateway"], **gateway_env)))
+                        gateway.kill()
+                        gateway.start()
                 if event["event"] == "output":
                     output = event
                     break

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port, running, spawn, wait_http
+from tests.support import ROOT, local_mode
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +27,10 @@ def outputs(http: httpx.Client, conversation: str, count: int) -> list[dict[str,
 
 
 def test_lead_fans_out_to_researchers_and_the_graph_shows_it() -> None:
-    port = free_port()
-    env = {"AGENT_MODEL_FACTORY": "tests.scripted_model:command_model", "AGENT_SESSION_PATH": ":memory:"}
-    command = ["magent2.cli", "up", "--port", str(port), "-f", "examples/orchestration.yaml"]
     with (
-        running(spawn(command, **env)),
-        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+        local_mode(ROOT / "examples" / "orchestration.yaml") as url,
+        httpx.Client(base_url=url, timeout=10) as http,
     ):
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=30)
 
         def ask(content: str) -> None:
             body = {"conversation_id": "plan", "sender": "user:dev", "recipient": "agent:Lead"}

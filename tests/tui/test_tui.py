@@ -3,10 +3,8 @@ streamed markdown replies, tool steps, approvals, stop, tabs, panels, reopening,
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from magent2.tui.widgets.approval import ApprovalScreen
 from magent2.tui.widgets.conversation import ToolCard
 from magent2.tui.widgets.conversations import ConversationItem
 from magent2.tui.widgets.session import Session
-from tests.support import free_port, running, spawn, wait_http
+from tests.support import free_port, restartable_gateway
 
 SIZE = (140, 40)
 
@@ -172,23 +170,16 @@ def test_the_help_screen_lists_every_key(snap_compare: Any) -> None:
 async def test_the_stream_resumes_after_a_gateway_restart_without_losing_or_doubling_text(
     redis_url: str,
 ) -> None:
-    port = free_port()
-    gateway_env = {"REDIS_URL": redis_url, "GATEWAY_PORT": str(port)}
-    worker_env = {"REDIS_URL": redis_url, "AGENT_NAME": "DevAgent", "ECHO_TOKEN_DELAY_SECONDS": "0.05"}
     words = " ".join(f"w{i}" for i in range(60))
-    with ExitStack() as processes:
-        processes.enter_context(running(spawn(["magent2.worker"], **worker_env)))
-        gateway = processes.enter_context(running(spawn(["magent2.gateway"], **gateway_env)))
-        wait_http(f"http://127.0.0.1:{port}/health")
-        async with app(f"http://127.0.0.1:{port}", "tui-restart").run_test(size=SIZE) as pilot:
+    with restartable_gateway(redis_url) as gateway:
+        async with app(gateway.url, "tui-restart").run_test(size=SIZE) as pilot:
             await until(pilot, lambda: "gateway ok" in str(pilot.app.query_one("#health").render()), "health")
             await until(pilot, lambda: list(pilot.app.query(AgentItem)), "the worker")
             await say(pilot, words)
             await until(pilot, lambda: any("w5" in r for r in replies(pilot.app)), "streaming")
-            gateway.send_signal(signal.SIGKILL)
-            gateway.wait(10)
+            gateway.kill()
             await until(pilot, lambda: "unreachable" in str(pilot.app.query_one("#health").render()), "down")
-            processes.enter_context(running(spawn(["magent2.gateway"], **gateway_env)))
+            gateway.start()
             await until(
                 pilot, lambda: "gateway ok" in str(pilot.app.query_one("#health").render()), "up again"
             )
