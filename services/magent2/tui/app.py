@@ -207,10 +207,13 @@ class MagentApp(App[None]):
         self.push_screen(HelpScreen(keys))
 
     def action_refresh(self) -> None:
-        self._refresh()
+        # One refresh at a time, and never cancelled halfway: one cut off while its lists were being
+        # re-mounted left widgets with messages that never drained (seen under load).
+        if not any(w.group == "refresh" and not w.is_finished for w in self.workers):
+            self._refresh()
 
     # a refresh that fails (the app closing under it) must not take the app down
-    @work(group="refresh", exclusive=True, exit_on_error=False)
+    @work(group="refresh", exit_on_error=False)
     async def _refresh(self) -> None:
         healthy = await self.client.healthy(self.http)
         self._show_health(healthy)
