@@ -15,6 +15,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from agents.usage import Usage
 
 from magent2.worker.runner import split_tokens
+from tests.support import SCRIPTED
 
 __all__ = ["CommandModel", "TokenStreamingModel", "assistant_message", "command_model", "function_call"]
 
@@ -100,13 +101,7 @@ def scripted_settings(**env: Any) -> Any:
     """WorkerSettings for an SDK worker driven by `command_model`, plus `env` (alias names)."""
     from magent2.settings import WorkerSettings
 
-    return WorkerSettings(
-        **{
-            "AGENT_MODEL_FACTORY": "tests.scripted_model:command_model",
-            "AGENT_SESSION_PATH": ":memory:",
-            **env,
-        }
-    )
+    return WorkerSettings(**{**SCRIPTED, **env})
 
 
 def scripted_worker(bus: Any, **env: Any) -> Any:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from magent2.bus import RedisStreamsBus
-from tests.support import conversation_events, eventually, running, spawn, wait_for_outputs
+from tests.support import SCRIPTED, conversation_events, eventually, running, spawn, wait_for_outputs
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +25,7 @@ def workers(redis_url: str, count: int = 1, **env: str) -> Iterator[list[subproc
     scripted = {
         "REDIS_URL": redis_url,
         "AGENT_NAME": AGENT,
-        "AGENT_MODEL_FACTORY": "tests.scripted_model:command_model",
-        "AGENT_SESSION_PATH": ":memory:",
+        **SCRIPTED,
         "AGENT_TOOLS": "",
         **env,
     }

@@ -17,7 +17,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from magent2.bus import RedisStreamsBus
-from tests.support import eventually, free_port, running, serve_app, spawn, wait_for_outputs, wait_http
+from tests.support import (
+    SCRIPTED,
+    eventually,
+    free_port,
+    running,
+    serve_app,
+    spawn,
+    wait_for_outputs,
+    wait_http,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -63,8 +72,7 @@ async def test_one_trace_from_send_to_the_tool_call_across_processes(
     worker_env = {
         **otel,
         "AGENT_NAME": "Traced",
-        "AGENT_MODEL_FACTORY": "tests.scripted_model:command_model",
-        "AGENT_SESSION_PATH": ":memory:",
+        **SCRIPTED,
         "AGENT_TOOLS": "terminal",
         "TERMINAL_ALLOWED_COMMANDS": "echo",
         "OPENAI_API_KEY": SECRET,

@@ -20,7 +20,15 @@ from magent2.observer.index import ObserverIndex
 from magent2.settings import GatewaySettings
 from magent2.tools.fanout import DONE_TOPIC, FanOut, child_done
 from magent2.tools.signals import Signals
-from tests.support import conversation_events, eventually, running, serve_app, spawn, wait_for_outputs
+from tests.support import (
+    SCRIPTED,
+    conversation_events,
+    eventually,
+    running,
+    serve_app,
+    spawn,
+    wait_for_outputs,
+)
 
 KEYS = Keys()
 
@@ -115,8 +123,7 @@ def agent_processes(
                 env = {
                     "REDIS_URL": redis_url,
                     "AGENT_NAME": name,
-                    "AGENT_MODEL_FACTORY": "tests.scripted_model:command_model",
-                    "AGENT_SESSION_PATH": ":memory:",
+                    **SCRIPTED,
                     "AGENT_TOOLS": tools,
                 }
                 processes.append(stack.enter_context(running(spawn(["magent2.worker"], **env))))
