@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
+from bench.client import load
 from bench.rawhttp import Connection
 from magent2.contracts import TokenEvent
 from tests.support import RedisServer, free_port, running, spawn, wait_http, wait_until
@@ -136,24 +137,22 @@ async def round_trip(
 ) -> list[Row]:
     """`repeat` rounds; each figure is the median over the rounds (this machine is noisy).
     Server CPU per message: the CPU time of gateway + worker + Redis over a round / messages."""
-    await converse(port, f"warm-{uuid.uuid4().hex[:6]}", 20, [])
+    await load(port, messages=20, prefix=f"warm-{uuid.uuid4().hex[:6]}")
     p50s, p99s, rates, cpus = [], [], [], []
     for _ in range(repeat):
-        latencies: list[float] = []
         cpu_before = [cpu_seconds([pid]) for pid in servers]
-        began = time.perf_counter()
-        await asyncio.gather(
-            *(
-                converse(port, f"c{concurrency}-{n}-{uuid.uuid4().hex[:6]}", per_conversation, latencies)
-                for n in range(concurrency)
-            )
+        run = await load(
+            port,
+            conversations=concurrency,
+            messages=per_conversation,
+            prefix=f"c{concurrency}-{uuid.uuid4().hex[:6]}",
         )
-        rates.append(len(latencies) / (time.perf_counter() - began))
+        rates.append(run.rate)
         cpus.append(
-            [(cpu_seconds([p]) - c) / len(latencies) * 1000 for p, c in zip(servers, cpu_before, strict=True)]
+            [(cpu_seconds([p]) - c) / run.messages * 1000 for p, c in zip(servers, cpu_before, strict=True)]
         )
-        p50s.append(pct(latencies, 0.5) * 1000)
-        p99s.append(pct(latencies, 0.99) * 1000)
+        p50s.append(pct(run.latency_ms, 0.5))
+        p99s.append(pct(run.latency_ms, 0.99))
     median = statistics.median
     label = f"round trip, concurrency {concurrency} ({concurrency * per_conversation} msgs x {repeat})"
     return [

@@ -1,4 +1,6 @@
-"""`Bus` on Redis Streams: XADD/XREAD BLOCK, consumer groups, XAUTOCLAIM, Lua for ordering."""
+"""`Bus` on Redis Streams: XADD/XREAD BLOCK, consumer groups, XAUTOCLAIM, Lua for ordering.
+Commands go through `bus.wire` (auto-pipelined on one shared connection; blocking reads on
+connections of their own); redis-py is only built for those who need its client (sessions)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import cached_property
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from magent2.bus.api import (
     START,
@@ -35,6 +35,7 @@ from magent2.bus.api import (
     parse_id,
 )
 from magent2.bus.scripts import ADMIT, COMPLETE, DECIDE, PUBLISH_AFTER, PUBLISH_ORDERED, RENEW
+from magent2.bus.wire import Arg, ConnectionFailed, Redis, ReplyError, Script
 
 FIELD = "data"
 
@@ -75,11 +76,23 @@ def _glob_escape(text: str) -> str:
 async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        # redis-py says "Error ... connecting to" / "Timeout connecting to" when no connection
-        # was made: then nothing was sent. Any other failure may have happened after the write.
-        never_sent = "connecting to" in str(exc)
-        raise BusUnavailable(f"redis unavailable: {exc}", outcome_unknown=not never_sent) from exc
+    except ConnectionFailed as exc:
+        raise BusUnavailable(f"redis unavailable: {exc}", outcome_unknown=exc.sent) from exc
+    except OSError as exc:
+        raise BusUnavailable(f"redis unavailable: {exc}") from exc
+
+
+_SCRIPTS = {
+    name: Script(source)
+    for name, source in {
+        "publish_ordered": PUBLISH_ORDERED,
+        "publish_after": PUBLISH_AFTER,
+        "admit": ADMIT,
+        "complete": COMPLETE,
+        "decide": DECIDE,
+        "renew": RENEW,
+    }.items()
+}
 
 
 class RedisStreamsBus(Bus):
@@ -98,42 +111,42 @@ class RedisStreamsBus(Bus):
     ) -> None:
         self.url = url
         self.maxlen = maxlen
+        self.socket_timeout_s = socket_timeout_s
         self.max_block_ms = max(int((socket_timeout_s - 1) * 1000), 100)
-        # A bounded pool that makes callers wait for a free connection (up to the socket
-        # timeout) rather than fail at once with "Too many connections" under a burst.
-        pool = BlockingConnectionPool.from_url(
-            url,
+        self.wire = Redis(url, timeout_s=socket_timeout_s, max_connections=max_connections)
+
+    @cached_property
+    def redis(self) -> aioredis.Redis:
+        """A redis-py client on the same server, for code that needs one (the SDK's sessions)."""
+        return aioredis.Redis.from_url(
+            self.url,
             decode_responses=True,
             socket_connect_timeout=3,
-            socket_timeout=socket_timeout_s,
+            socket_timeout=self.socket_timeout_s,
             health_check_interval=15,
             # One resend on a dropped connection (a pooled connection to a restarted Redis, which
             # never saw the command); never on a timeout, where the command may have run.
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            max_connections=max_connections,
-            timeout=socket_timeout_s,
         )
-        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closing it closes the pool
-        self._publish_ordered = self.redis.register_script(PUBLISH_ORDERED)
-        self._decide = self.redis.register_script(DECIDE)
-        self._publish_after = self.redis.register_script(PUBLISH_AFTER)
-        self._admit = self.redis.register_script(ADMIT)
-        self._complete = self.redis.register_script(COMPLETE)
-        self._renew = self.redis.register_script(RENEW)
 
     def _block(self, block_ms: int | None) -> int | None:
-        return None if block_ms is None else min(block_ms, self.max_block_ms)
+        return None if block_ms is None else min(max(block_ms, 1), self.max_block_ms)
+
+    async def _call(self, *args: Arg) -> Any:
+        async with _unavailable_on_connection_errors():
+            return await self.wire.call(*args)
+
+    async def _script(self, name: str, keys: list[str], args: list[Arg]) -> Any:
+        async with _unavailable_on_connection_errors():
+            return await self.wire.script(_SCRIPTS[name], keys, args)
 
     # -- streams --
     async def publish(
         self, stream: str, payload: str, *, order_key: str | None = None, ttl_s: int | None = None
     ) -> str:
-        async with _unavailable_on_connection_errors():
-            if order_key is not None:
-                message_id = await self._publish_ordered(
-                    keys=[stream, order_list_key(stream, order_key)], args=[payload, self.maxlen]
-                )
-                return str(message_id)
+        if order_key is not None:
+            keys = [stream, order_list_key(stream, order_key)]
+            return str(await self._script("publish_ordered", keys, [payload, self.maxlen]))
         return (await self.publish_many(stream, [payload], ttl_s=ttl_s))[0]
 
     async def publish_after(
@@ -153,76 +166,68 @@ class RedisStreamsBus(Bus):
         keys = [first.stream, stream, order_list_key(stream, order_key), accepted_key(stream, token or "")]
         spec = json.dumps(_index_spec(index, len(keys) + 1)) if index else "[]"
         keys += [update.key for update in index]
-        args: list[str | int] = [self.maxlen, ttl, payload, "" if token is None else token_ttl_s]
+        args: list[Arg] = [self.maxlen, ttl, payload, "" if token is None else token_ttl_s]
         args += ["1" if only_if_idle else "", spec, *first.payloads]
-        async with _unavailable_on_connection_errors():
-            if durable_timeout_ms is None:
-                ids = await self._publish_after(keys=keys, args=args)
-            else:
-                # WAITAOF waits for this connection's writes: send both on one pipeline.
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    await self._publish_after(keys=keys, args=args, client=pipe)
-                    pipe.execute_command("WAITAOF", 1, 0, durable_timeout_ms)
-                    ids, (fsynced, _) = await pipe.execute()
-                if not fsynced and ids != b"busy" and ids != "busy":
-                    raise BusUnavailable(
-                        f"the message was written but not fsynced to the AOF within {durable_timeout_ms} ms"
-                    )
-        if ids in ("busy", b"busy"):
+        if durable_timeout_ms is None:
+            ids = await self._script("publish_after", keys, args)
+        else:
+            ids = await self._durably(keys, args, durable_timeout_ms)
+        if ids == "busy":
             raise ConversationBusy(f"an earlier message under {order_key!r} is unfinished")
         return [str(i) for i in ids[:-1]], str(ids[-1])
 
+    async def _durably(self, keys: list[str], args: list[Arg], timeout_ms: int) -> Any:
+        """PUBLISH_AFTER, then WAITAOF for it. WAITAOF waits for the writes of its own connection
+        and blocks it meanwhile: both go on a connection of their own, never the shared one."""
+        script = _SCRIPTS["publish_after"]
+        async with _unavailable_on_connection_errors(), self.wire.dedicated() as link:
+            await link.send(("SCRIPT", "LOAD", script.source))  # a restarted Redis may lack it
+            written = link.send(("EVALSHA", script.sha, len(keys), *keys, *args))
+            waited = link.send(("WAITAOF", 1, 0, timeout_ms), extra_s=timeout_ms / 1000)
+            ids, (fsynced, _) = await written, await waited
+        if not fsynced and ids != "busy":
+            raise BusUnavailable(f"the message was written but not fsynced to the AOF within {timeout_ms} ms")
+        return ids
+
     async def unfinished(self, stream: str, order_key: str) -> int:
-        async with _unavailable_on_connection_errors():
-            return int(await self.redis.llen(order_list_key(stream, order_key)))
+        return int(await self._call("LLEN", order_list_key(stream, order_key)))
 
     async def put_value(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
-        async with _unavailable_on_connection_errors():
-            await self.redis.set(key, value, ex=ttl_s)
+        await self._call("SET", key, value, *(("EX", ttl_s) if ttl_s is not None else ()))
 
     async def get_value(self, key: str) -> str | None:
-        async with _unavailable_on_connection_errors():
-            value = await self.redis.get(key)
+        value = await self._call("GET", key)
         return None if value is None else str(value)
 
     async def tally(self, key: str) -> dict[str, str]:
-        async with _unavailable_on_connection_errors():
-            found: dict[Any, Any] = await self.redis.hgetall(key)
-        return {str(k): str(v) for k, v in found.items()}
+        return _pairs(await self._call("HGETALL", key))
 
     async def ranked(
         self, key: str, *, below: float | None = None, limit: int = 50
     ) -> list[tuple[str, float]]:
         top = "+inf" if below is None else f"({below}"
-        async with _unavailable_on_connection_errors():
-            found: Any = await self.redis.zrevrangebyscore(
-                key, top, "-inf", start=0, num=limit, withscores=True
-            )
-        return [(str(member), float(score)) for member, score in found]
+        found = await self._call("ZREVRANGEBYSCORE", key, top, "-inf", "WITHSCORES", "LIMIT", 0, limit)
+        return [(str(member), float(score)) for member, score in zip(found[::2], found[1::2], strict=True)]
 
     async def ranked_count(self, key: str) -> int:
-        async with _unavailable_on_connection_errors():
-            return int(await self.redis.zcard(key))
+        return int(await self._call("ZCARD", key))
 
     async def publish_many(
         self, stream: str, payloads: Sequence[str], *, ttl_s: int | None = None
     ) -> list[str]:
-        async with _unavailable_on_connection_errors(), self.redis.pipeline(transaction=False) as pipe:
-            for payload in payloads:
-                pipe.xadd(stream, {FIELD: payload}, maxlen=self.maxlen)
-            if ttl_s is not None:
-                pipe.expire(stream, ttl_s)
-            results = await pipe.execute()
-        return [str(r) for r in results[: len(payloads)]]
+        replies = await self._many(_appends(Publication(stream, payloads, ttl_s), self.maxlen))
+        return [str(r) for r in replies[: len(payloads)]]
 
     async def publish_batch(self, publications: Sequence[Publication]) -> None:
-        async with _unavailable_on_connection_errors(), self.redis.pipeline(transaction=False) as pipe:
-            for publication in publications:
-                for payload in publication.payloads:
-                    pipe.xadd(publication.stream, {FIELD: payload}, maxlen=self.maxlen)
-                if publication.ttl_s is not None:
-                    pipe.expire(publication.stream, publication.ttl_s)
-            await pipe.execute()
+        await self._many([c for p in publications for c in _appends(p, self.maxlen)])
+
+    async def _many(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        async with _unavailable_on_connection_errors():
+            replies = await self.wire.many(*commands)
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise reply
+        return replies
 
     async def read(
         self, stream: str, after: str = START, *, count: int = 500, block_ms: int | None = None
@@ -234,108 +239,123 @@ class RedisStreamsBus(Bus):
     ) -> dict[str, list[BusMessage]]:
         if not cursors:
             return {}
+        streams = [*cursors.keys(), *cursors.values()]
+        block = self._block(block_ms)
         async with _unavailable_on_connection_errors():
-            streams: dict[Any, Any] = dict(cursors)
-            reply: Any = await self.redis.xread(streams, count=count, block=self._block(block_ms))
+            if block is None:
+                reply = await self.wire.call("XREAD", "COUNT", count, "STREAMS", *streams)
+            else:
+                reply = await self.wire.blocking(
+                    block, "XREAD", "COUNT", count, "BLOCK", block, "STREAMS", *streams
+                )
         return _messages(reply)
 
     async def last_id(self, stream: str) -> str:
-        async with _unavailable_on_connection_errors():
-            newest = await self.redis.xrevrange(stream, count=1)
+        newest = await self._call("XREVRANGE", stream, "+", "-", "COUNT", 1)
         return str(newest[0][0]) if newest else START
 
     async def exists(self, stream: str) -> bool:
-        async with _unavailable_on_connection_errors():
-            return bool(await self.redis.exists(stream))
+        return bool(await self._call("EXISTS", stream))
 
     async def length(self, stream: str) -> int:
-        async with _unavailable_on_connection_errors():
-            return int(await self.redis.xlen(stream))
+        return int(await self._call("XLEN", stream))
 
     async def delete(self, stream: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        async with _unavailable_on_connection_errors():
-            return int(await self.redis.xdel(stream, *ids))
+        return int(await self._call("XDEL", stream, *ids))
 
     async def streams(self, prefix: str) -> list[str]:
         names: set[str] = set()
-        async with _unavailable_on_connection_errors():
-            async for key in self.redis.scan_iter(match=_glob_escape(prefix) + "*", _type="stream"):
-                names.add(str(key))
-        return sorted(names)
+        cursor, pattern = "0", _glob_escape(prefix) + "*"
+        while True:
+            cursor, found = await self._call(
+                "SCAN", cursor, "MATCH", pattern, "COUNT", 1000, "TYPE", "stream"
+            )
+            names.update(str(name) for name in found)
+            if cursor == "0":
+                return sorted(names)
 
     # -- consumer groups --
     async def ensure_group(self, stream: str, group: str) -> None:
-        async with _unavailable_on_connection_errors():
-            try:
-                await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        try:
+            await self._call("XGROUP", "CREATE", stream, group, "0", "MKSTREAM")
+        except ReplyError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def consume(
         self, stream: str, group: str, consumer: str, *, count: int, block_ms: int
     ) -> list[BusMessage]:
-        async with _unavailable_on_connection_errors():
-            try:
-                reply = await self.redis.xreadgroup(
-                    group, consumer, {stream: ">"}, count=count, block=self._block(block_ms)
-                )
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream was deleted under us (FLUSHDB, operator cleanup): recreate and go on.
-                await self.ensure_group(stream, group)
-                return []
+        block = self._block(block_ms) or 0
+        command = (
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            count,
+            "BLOCK",
+            block,
+            "STREAMS",
+            stream,
+            ">",
+        )
+        try:
+            async with _unavailable_on_connection_errors():
+                reply = await self.wire.blocking(block, *command)
+        except ReplyError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream was deleted under us (FLUSHDB, operator cleanup): recreate and go on.
+            await self.ensure_group(stream, group)
+            return []
         return _messages(reply).get(stream, [])
 
     async def reclaim(
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
     ) -> list[BusMessage]:
-        async with _unavailable_on_connection_errors():
-            reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
-        # reply: [next_cursor, [(id, fields) | entries trimmed meanwhile], deleted_ids]
-        return [BusMessage(str(mid), fields[FIELD]) for mid, fields in reply[1] if fields]
+        reply = await self._call("XAUTOCLAIM", stream, group, consumer, min_idle_ms, "0-0", "COUNT", count)
+        # reply: [next_cursor, [[id, [field, value]] | entries trimmed meanwhile], deleted_ids]
+        return _entries(reply[1])
 
     async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
         if not ids:
             return []
-        async with _unavailable_on_connection_errors():
-            lost = await self._renew(keys=[stream], args=[group, consumer, 0, *ids])
+        lost = await self._script("renew", [stream], [group, consumer, 0, *ids])
         return [str(i) for i in lost]
 
     async def release(
         self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int
     ) -> None:
         if ids:
-            async with _unavailable_on_connection_errors():
-                await self._renew(keys=[stream], args=[group, consumer, idle_ms, *ids])
+            await self._script("renew", [stream], [group, consumer, idle_ms, *ids])
 
     async def prune_consumers(self, stream: str, group: str, *, idle_ms: int) -> list[str]:
-        async with _unavailable_on_connection_errors():
-            try:
-                consumers = await self.redis.xinfo_consumers(stream, group)
-            except ResponseError:
-                return []  # no such stream or group yet
-            gone = [c["name"] for c in consumers if c["pending"] == 0 and c["idle"] >= idle_ms]
-            for name in gone:
-                await self.redis.xgroup_delconsumer(stream, group, name)
+        try:
+            consumers = [_pairs(c) for c in await self._call("XINFO", "CONSUMERS", stream, group)]
+        except ReplyError:
+            return []  # no such stream or group yet
+        gone = [c["name"] for c in consumers if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms]
+        for name in gone:
+            await self._call("XGROUP", "DELCONSUMER", stream, group, name)
         return gone
 
     async def queue_health(self, stream: str, group: str) -> QueueHealth:
-        async with _unavailable_on_connection_errors(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.xinfo_groups(stream)
-            pipe.xinfo_consumers(stream, group)
-            pipe.xpending(stream, group)
-            pipe.xrevrange(stream, count=1)
+        async with _unavailable_on_connection_errors():
             # a missing stream or group answers errors, returned in place of the replies
-            groups, consumers, pending, newest = await pipe.execute(raise_on_error=False)
-        if not isinstance(groups, list) or isinstance(consumers, Exception):
+            groups, consumers, pending, newest = await self.wire.many(
+                ("XINFO", "GROUPS", stream),
+                ("XINFO", "CONSUMERS", stream, group),
+                ("XPENDING", stream, group),
+                ("XREVRANGE", stream, "+", "-", "COUNT", 1),
+            )
+        if isinstance(groups, ReplyError) or isinstance(consumers, ReplyError):
             return QueueHealth(0, 0, 0.0, 0, [])  # no such stream or group yet
-        found: dict[str, Any] = next((g for g in groups if g["name"] == group), {})
-        in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
-        oldest = pending.get("min") if isinstance(pending, dict) and in_flight else None
+        found = next((g for g in map(_pairs, groups) if g["name"] == group), {})
+        # XPENDING summary: [count, smallest id, greatest id, [[consumer, count], ...]]
+        in_flight = int(pending[0]) if isinstance(pending, list) else 0
+        oldest = pending[1] if isinstance(pending, list) and in_flight else None
         now_ms = time.time() * 1000
         last_ms = parse_id(str(newest[0][0]))[0] if isinstance(newest, list) and newest else 0
         # `lag` is nil when Redis cannot tell (entries deleted in the middle): count them instead.
@@ -345,13 +365,15 @@ class RedisStreamsBus(Bus):
             in_flight=in_flight,
             oldest_pending_s=max(0.0, (now_ms - parse_id(str(oldest))[0]) / 1000) if oldest else 0.0,
             last_entry_ms=last_ms,
-            consumers=[ConsumerState(str(c["name"]), int(c["idle"]), int(c["pending"])) for c in consumers],
+            consumers=[
+                ConsumerState(str(c["name"]), int(c["idle"]), int(c["pending"]))
+                for c in map(_pairs, consumers)
+            ],
         )
 
     async def _undelivered(self, stream: str, group: dict[str, Any]) -> int:
         after = str(group.get("last-delivered-id") or START)
-        async with _unavailable_on_connection_errors():
-            entries: Any = await self.redis.xrange(stream, f"({after}", "+", count=10_000)
+        entries = await self._call("XRANGE", stream, f"({after}", "+", "COUNT", 10_000)
         return len(entries)
 
     async def admit(
@@ -366,9 +388,9 @@ class RedisStreamsBus(Bus):
         max_deliveries: int,
     ) -> Admission:
         keys = [stream, order_list_key(stream, order_key), done_key(stream, token)]
-        async with _unavailable_on_connection_errors():
-            verdict = await self._admit(keys=keys, args=[message_id, group, consumer, max_deliveries])
-        return cast(Admission, verdict)
+        return cast(
+            Admission, await self._script("admit", keys, [message_id, group, consumer, max_deliveries])
+        )
 
     async def complete(
         self,
@@ -385,13 +407,7 @@ class RedisStreamsBus(Bus):
     ) -> Completion:
         keys = [stream, order_list_key(stream, order_key or ""), done_key(stream, done_token or "")]
         keys += [park.record_key, park.due_key] if park else [done_key(stream, ""), done_key(stream, "")]
-        args: list[str | int | float] = [
-            group,
-            message_id,
-            consumer,
-            "" if done_token is None else done_ttl_s,
-            self.maxlen,
-        ]
+        args: list[Arg] = [group, message_id, consumer, "" if done_token is None else done_ttl_s, self.maxlen]
         if park:
             args += ["1", park.record, park.ttl_s, park.due_at, park.due_member]
         else:
@@ -400,9 +416,7 @@ class RedisStreamsBus(Bus):
             keys.append(publication.stream)
             args += ["" if publication.ttl_s is None else publication.ttl_s, len(publication.payloads)]
             args += publication.payloads
-        async with _unavailable_on_connection_errors():
-            verdict = await self._complete(keys=keys, args=args)
-        return cast(Completion, verdict)
+        return cast(Completion, await self._script("complete", keys, args))
 
     async def decide(
         self,
@@ -418,39 +432,54 @@ class RedisStreamsBus(Bus):
     ) -> tuple[Verdict, str | None]:
         keys = [record_key, event.stream, inbox, order_list_key(inbox, order_key), due_key]
         ttl = "" if event.ttl_s is None else event.ttl_s
-        args: list[str | int] = [call_id, decision, event.payloads[0], self.maxlen, ttl, due_member]
-        async with _unavailable_on_connection_errors():
-            verdict, *rest = await self._decide(keys=keys, args=args)
+        args: list[Arg] = [call_id, decision, event.payloads[0], self.maxlen, ttl, due_member]
+        verdict, *rest = await self._script("decide", keys, args)
         return cast(Verdict, str(verdict)), str(rest[0]) if rest else None
 
     async def due(self, due_key: str, now: float, *, count: int = 100) -> list[str]:
-        async with _unavailable_on_connection_errors():
-            members = await self.redis.zrangebyscore(due_key, "-inf", now, start=0, num=count)
+        members = await self._call("ZRANGEBYSCORE", due_key, "-inf", now, "LIMIT", 0, count)
         return [str(m) for m in members]
 
     # -- lifecycle --
     async def durability_problem(self) -> str | None:
-        async with _unavailable_on_connection_errors():
-            info = await self.redis.info("persistence")
-            try:
-                await self.redis.execute_command("WAITAOF", 0, 0, 1)  # type: ignore[no-untyped-call]
-            except ResponseError as exc:
-                return f"the Redis server cannot wait for fsync (WAITAOF needs Redis >= 7.2): {exc}"
-        if not info.get("aof_enabled"):
+        info = await self._call("INFO", "persistence")
+        try:
+            await self._call("WAITAOF", 0, 0, 1)
+        except ReplyError as exc:
+            return f"the Redis server cannot wait for fsync (WAITAOF needs Redis >= 7.2): {exc}"
+        if "aof_enabled:1" not in info.split():
             return "the Redis server has appendonly off: there is no AOF to wait for"
         return None
 
     async def ping(self) -> None:
-        async with _unavailable_on_connection_errors():
-            await self.redis.ping()
+        await self._call("PING")
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.wire.close()
+        if "redis" in self.__dict__:
+            await self.redis.aclose()
+
+
+def _appends(publication: Publication, maxlen: int) -> list[tuple[Arg, ...]]:
+    commands: list[tuple[Arg, ...]] = [
+        ("XADD", publication.stream, "MAXLEN", "~", maxlen, "*", FIELD, payload)
+        for payload in publication.payloads
+    ]
+    if publication.ttl_s is not None:
+        commands.append(("EXPIRE", publication.stream, publication.ttl_s))
+    return commands
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    """A RESP2 map ([k1, v1, k2, v2, ...]) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _entries(entries: list[Any]) -> list[BusMessage]:
+    # [[id, [field, value, ...]], ...]; an entry trimmed away meanwhile has no fields
+    return [BusMessage(mid, fields[fields.index(FIELD) + 1]) for mid, fields in entries if fields]
 
 
 def _messages(reply: Any) -> dict[str, list[BusMessage]]:
-    # XREAD / XREADGROUP reply: [[stream, [(id, {field: value}), ...]], ...]
-    return {
-        str(stream): [BusMessage(str(mid), fields[FIELD]) for mid, fields in entries]
-        for stream, entries in reply or ()
-    }
+    # XREAD / XREADGROUP reply: [[stream, entries], ...], or nil when a blocking read timed out
+    return {stream: _entries(entries) for stream, entries in reply or ()}

@@ -1,0 +1,3 @@
+module magent2.dev/bench/loadgen
+
+go 1.22
