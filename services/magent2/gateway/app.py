@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from magent2 import __version__
 from magent2.bus import Bus, BusUnavailable, Keys
 from magent2.bus.build import build_bus
 from magent2.console import routes as console
 from magent2.control.policy import AgentCards
+from magent2.gateway import hot, problems
 from magent2.gateway.deps import Gateway
 from magent2.gateway.directory import AgentDirectory
 from magent2.gateway.hub import StreamHub
@@ -25,9 +26,21 @@ from magent2.observer.queries import Observer
 from magent2.settings import GatewaySettings
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, but POST /send and GET /stream/{id} are answered by `gateway.hot` before FastAPI's
+    middleware and routing; their requests are counted here instead of by `RequestCounter`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = hot.route(scope) if scope["type"] == "http" else None
+        if found is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await hot.serve(self.state.gateway, found, scope, receive, send)
+
+
 def create_app(
     settings: GatewaySettings | None = None, *, bus: Bus | None = None, known_agents: list[str] | None = None
-) -> FastAPI:
+) -> GatewayApp:
     """The gateway app. Without `bus`, it owns one built from `settings` (Redis or in-memory).
     `known_agents`: the only recipients /send accepts (local mode); else those with an inbox."""
     settings = settings or GatewaySettings()
@@ -50,7 +63,7 @@ def create_app(
         if owns_bus:
             await the_bus.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="magent2 gateway",
         version=__version__,
         description="Send messages to agents and stream their conversations over server-sent events.",
@@ -79,26 +92,9 @@ def create_app(
 
 
 async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    if any(error.get("type") == "json_invalid" for error in errors):
-        return JSONResponse({"detail": "request body is not valid JSON"}, status_code=400)
-    detail = [
-        {"field": ".".join(str(p) for p in error["loc"] if p != "body"), "message": error["msg"]}
-        for error in errors
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
+    status, body = problems.invalid(exc.errors())
+    return JSONResponse(body, status_code=status)
 
 
-async def _bus_unavailable(request: Request, exc: BusUnavailable) -> JSONResponse:
-    """503 for every route. For a send, say whether the message may have been accepted, and
-    that sending it again with the same id is safe either way."""
-    body: dict[str, Any] = {"detail": f"message bus unavailable: {exc}"}
-    message_id = getattr(request.state, "message_id", None)
-    if message_id is not None:
-        request.app.state.gateway.metrics.publish_errors.inc()
-        body.update(
-            id=message_id,
-            outcome="unknown" if exc.outcome_unknown else "not_accepted",
-            retry=f"send again with the same id ({message_id}); it is accepted and run at most once",
-        )
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+async def _bus_unavailable(_: Request, exc: BusUnavailable) -> JSONResponse:
+    return JSONResponse(problems.unavailable(exc, None), status_code=503, headers={"Retry-After": "1"})

@@ -39,6 +39,19 @@ class Gateway:
     observer: Observer
     tokens: list[bytes] = field(default_factory=list)
 
+    def admits(self, authorization: str | None) -> bool:
+        """Whether an `Authorization` header value carries one of GATEWAY_API_TOKENS as a bearer
+        token; with none configured, every request is admitted."""
+        if not self.tokens:
+            return True
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            given = ""
+        return any(secrets.compare_digest(given.strip().encode(), token) for token in self.tokens)
+
+
+UNAUTHORIZED = "missing or invalid bearer token"
+
 
 async def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
@@ -49,16 +62,13 @@ GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
 async def authorize(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Bearer tokens from GATEWAY_API_TOKENS; none configured means no auth. Async on purpose:
-    a sync dependency would cost a threadpool hop per request."""
-    tokens = request.app.state.gateway.tokens
-    if not tokens:
-        return
-    given = credentials.credentials.encode() if credentials else b""
-    if not any(secrets.compare_digest(given, token) for token in tokens):
-        raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    """Bearer tokens from GATEWAY_API_TOKENS (`Gateway.admits`); the HTTPBearer dependency only
+    declares the scheme for the docs. Async on purpose: a sync dependency would cost a threadpool
+    hop per request."""
+    if not request.app.state.gateway.admits(request.headers.get("authorization")):
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 Authorized = [Depends(authorize)]

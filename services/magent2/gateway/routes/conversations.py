@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from magent2.bus import START
 from magent2.contracts import CONVERSATION_ID_PATTERN
 from magent2.gateway.deps import Authorized, GatewayDep
-from magent2.gateway.routes.messages import parse_cursor
+from magent2.gateway.problems import invalid_cursor
 from magent2.observer.models import ConversationDetail, ConversationPage, Graph
 
 router = APIRouter(tags=["observer"], dependencies=Authorized)
@@ -42,7 +42,9 @@ async def conversation(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ConversationDetail:
     """The conversation's summary and its stored events, oldest first, paged by cursor."""
-    found = await gateway.observer.conversation(conversation_id, after=parse_cursor(after), limit=limit)
+    if (problem := invalid_cursor(after)) is not None:
+        raise HTTPException(400, problem)
+    found = await gateway.observer.conversation(conversation_id, after=after, limit=limit)
     if found is None:
         raise _unknown(conversation_id)
     return found
