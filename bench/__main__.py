@@ -19,7 +19,6 @@ import httpx
 import redis.asyncio as aioredis
 
 from bench.client import load
-from bench.rawhttp import Connection
 from magent2.contracts import TokenEvent
 from tests.support import RedisServer, free_port, running, spawn, wait_http, wait_until
 
@@ -52,54 +51,6 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def converse(port: int, conversation: str, messages: int, latencies: list[float]) -> None:
-    """One conversation as a chat UI holds it: a persistent SSE stream and a keep-alive connection
-    for sends; each message timed from its POST to its `output` event."""
-    sender = await Connection.open("127.0.0.1", port)
-    listener = await Connection.open("127.0.0.1", port)
-    lines = listener.sse_lines(f"/stream/{conversation}?last_id=$")
-    await anext(lines)  # the stream is open before the first send
-    try:
-        for i in range(messages):
-            began = time.perf_counter()
-            body = {
-                "conversation_id": conversation,
-                "sender": "user:bench",
-                "recipient": "agent:Bench",
-                "content": f"ping {i}",
-            }
-            status, reply = await sender.post_json("/send", body)
-            if status != 202:
-                raise RuntimeError(f"send answered HTTP {status}: {reply}")
-            async for line in lines:
-                if line == b"event: output":
-                    break
-            latencies.append(time.perf_counter() - began)
-    finally:
-        await sender.close()
-        await listener.close()
-
-
-async def post_latency(port: int, count: int) -> float:
-    sender = await Connection.open("127.0.0.1", port)
-    latencies = []
-    try:
-        for i in range(count):
-            body = {
-                "conversation_id": f"post-{i % 50}",
-                "sender": "user:bench",
-                "recipient": "agent:Bench",
-                "content": "x",
-            }
-            began = time.perf_counter()
-            status, _ = await sender.post_json("/send", body)
-            latencies.append(time.perf_counter() - began)
-            assert status == 202, status
-    finally:
-        await sender.close()
-    return statistics.median(latencies) * 1000
-
-
 async def durable_ack(posts: int) -> list[Row]:
     """POST /send p50 against Valkey with an AOF (appendfsync everysec), with and without
     GATEWAY_DURABLE_ACK (WAITAOF: the 202 waits for the fsync)."""
@@ -117,8 +68,9 @@ async def durable_ack(posts: int) -> list[Row]:
                 }
                 with running(spawn(["magent2.gateway"], **env, GATEWAY_LOG_LEVEL="warning")):
                     wait_http(f"http://127.0.0.1:{port}/ready")
-                    await post_latency(port, 100)
-                    figures[durable] = await post_latency(port, posts)
+                    await load(port, posts=100, prefix="warm")
+                    run = await load(port, posts=posts, prefix=f"durable-{durable}")
+                    figures[durable] = statistics.median(run.latency_ms)
         finally:
             server.stop()
     label = "POST /send p50 ms, Valkey AOF everysec"

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.__main__ import Row, cpu_seconds, print_table, rss_mib, wait_agent
-from bench.rawhttp import Connection
+from bench.client import load
 from tests.support import ROOT, RedisServer, free_port, python_env, running, spawn, wait_http, wait_until
 
 DELTAS = 50
@@ -56,35 +56,10 @@ async def bare_sdk(port: int, runs: int) -> dict[str, float]:
     }
 
 
-async def through_magent2(port: int, runs: int) -> tuple[float, int]:
-    """N conversations at once: each opens its SSE stream, sends one message and reads to `output`."""
-
-    async def one() -> tuple[float, int]:
-        conversation = f"llm-{uuid.uuid4().hex[:8]}"
-        listener, sender = await Connection.open("127.0.0.1", port), await Connection.open("127.0.0.1", port)
-        lines = listener.sse_lines(f"/stream/{conversation}?last_id=$")
-        await anext(lines)
-        body = {
-            "conversation_id": conversation,
-            "sender": "user:b",
-            "recipient": "agent:Bench",
-            "content": "hi",
-        }
-        began, first, tokens = time.perf_counter(), 0.0, 0
-        status, _ = await sender.post_json("/send", body)
-        assert status == 202, status
-        async for line in lines:
-            if line == b"event: token":
-                tokens += 1
-                first = first or time.perf_counter() - began
-            elif line == b"event: output":
-                break
-        await listener.close()
-        await sender.close()
-        return first, tokens
-
-    results = await asyncio.gather(*(one() for _ in range(runs)))
-    return statistics.median(r[0] for r in results) * 1000, sum(r[1] for r in results)
+async def through_magent2(port: int, runs: int) -> float:
+    """N conversations at once, one message each; the median time from POST to the first token."""
+    run = await load(port, conversations=runs, messages=1, prefix=f"llm-{uuid.uuid4().hex[:8]}")
+    return statistics.median(run.first_token_ms)
 
 
 async def measure(runs_list: list[int], concurrency: int | None) -> list[Row]:
@@ -120,7 +95,7 @@ async def measure(runs_list: list[int], concurrency: int | None) -> list[Row]:
                         pids = (worker.pid, gateway.pid, model.pid)
                         before = [cpu_seconds([p]) for p in pids]
                         async with _peak_rss(worker.pid) as peak:
-                            ttft, _ = await through_magent2(port, runs)
+                            ttft = await through_magent2(port, runs)
                         spent = [cpu_seconds([p]) - b for p, b in zip(pids, before, strict=True)]
                         rows += _rows(runs, bare, ttft, [cpu / (runs * DELTAS) * 1000 for cpu in spent])
                         at_once = min(runs, concurrency or _default_concurrency())

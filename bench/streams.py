@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import Row, converse, cpu_seconds, post_latency, print_table, rss_mib, wait_agent
+from bench.__main__ import Row, cpu_seconds, print_table, rss_mib, wait_agent
+from bench.client import load
 from tests.support import RedisServer, free_port, running, spawn, wait_http
 
 
@@ -36,10 +37,14 @@ async def open_streams(port: int, count: int) -> list[asyncio.StreamWriter]:
     return writers
 
 
+async def post_p50(port: int, posts: int) -> float:
+    return statistics.median((await load(port, posts=posts, prefix=f"post-{time.monotonic_ns()}")).latency_ms)
+
+
 async def round_trip_p50(port: int, messages: int) -> float:
-    latencies: list[float] = []
-    await converse(port, f"rt-{time.monotonic_ns()}", messages, latencies)
-    return statistics.median(latencies) * 1000
+    return statistics.median(
+        (await load(port, messages=messages, prefix=f"rt-{time.monotonic_ns()}")).latency_ms
+    )
 
 
 async def main_async(args: argparse.Namespace) -> list[Row]:
@@ -61,7 +66,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                 wait_http(f"http://127.0.0.1:{port}/ready")
                 wait_agent(f"http://127.0.0.1:{port}", "Bench")
                 await round_trip_p50(port, 50)  # warm up
-                idle_post = await post_latency(port, args.posts)
+                idle_post = await post_p50(port, args.posts)
                 idle_rt = await round_trip_p50(port, args.messages)
                 rss_before = rss_mib(gateway.pid)
                 began = time.perf_counter()
@@ -72,7 +77,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                 cpu_before = cpu_seconds([gateway.pid])
                 await asyncio.sleep(5)
                 idle_cpu = (cpu_seconds([gateway.pid]) - cpu_before) / 5
-                loaded_post = await post_latency(port, args.posts)
+                loaded_post = await post_p50(port, args.posts)
                 loaded_rt = await round_trip_p50(port, args.messages)
                 for writer in streams:
                     writer.close()

@@ -88,3 +88,22 @@ async def test_sse_through_a_tiny_buffer_loses_and_repeats_nothing(bus: Bus) -> 
             json.loads(line[6:])["n"] async for line in response.aiter_lines() if line.startswith("data: ")
         ]
     assert seen == list(range(total))
+
+
+async def test_a_stream_joins_the_active_read_with_its_first_event_and_leaves_it_when_quiet(bus: Bus) -> None:
+    hub = StreamHub(bus, Keys(), readers=4, block_ms=200, idle_after_s=0.5)
+    try:
+        quiet, busy = hub.follow("stream:quiet", "0-0"), hub.follow("stream:busy", "0-0")
+        assert not hub.active.topics  # opened streams wait in the idle shards
+        await bus.publish("stream:busy", "one")
+        await eventually(lambda: "stream:busy" in hub.active.topics, what="busy stream active")
+        await bus.publish("stream:busy", "two")  # read by the active reader now
+        await eventually(lambda: len(busy.buffer) == 2, what="both events pushed")
+        assert [m.payload for m in busy.take()[0]] == ["one", "two"]
+        await eventually(lambda: not hub.active.topics, timeout=5, what="busy stream idle again")
+        await bus.publish("stream:busy", "three")  # back in its shard, still read
+        await eventually(lambda: busy.arrived.is_set(), what="pushed from the idle shard")
+        assert [m.payload for m in busy.take()[0]] == ["three"]
+        assert not quiet.arrived.is_set() and hub.followed == 2
+    finally:
+        await hub.close()
