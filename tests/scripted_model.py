@@ -105,7 +105,7 @@ def scripted_settings(**env: Any) -> Any:
 
 
 def scripted_worker(bus: Any, **env: Any) -> Any:
-    """A real worker (registry, tools, guardrails, SDK runner) on `bus`, driven by `command_model`."""
+    """A real worker (registry, tools, input limit, SDK runner) on `bus`, driven by `command_model`."""
     from magent2.worker.build import build_runner, build_worker
 
     settings = scripted_settings(**env)

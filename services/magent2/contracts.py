@@ -363,6 +363,7 @@ class ModelSettingsSpec(_CamelSpec):
 # Which OpenAI API the model is called through: Responses (OpenAI's own), or Chat Completions
 # (what most OpenAI-compatible servers speak). Unset: Responses, unless a base URL is set.
 OpenAIApi = Literal["responses", "chat_completions"]
+OpenAIHttpClient = Literal["aiohttp", "httpx"]  # worker setting OPENAI_HTTP_CLIENT
 
 
 class OpenAISpec(_CamelSpec):
@@ -411,7 +412,7 @@ class AgentSpec(_CamelSpec):
     provider: ProviderSpec | None = None
     replicas: int = Field(default=1, ge=0, le=100)
     autoscaling: AutoscalingSpec | None = None
-    concurrency: int = Field(default=32, ge=1, le=256)
+    concurrency: int = Field(default=128, ge=1, le=256)
     image: str | None = None
     resources: dict[str, Any] | None = None
     env: list[EnvVar] = Field(default_factory=list)

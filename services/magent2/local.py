@@ -16,6 +16,7 @@ from magent2 import telemetry
 from magent2.bus.build import build_bus
 from magent2.contracts import AgentManifest, describe_tools, unknown_tools
 from magent2.gateway.app import create_app
+from magent2.loop import settle_heap
 from magent2.manifests import ManifestError
 from magent2.settings import GatewaySettings, WorkerSettings
 from magent2.startup import StartupError, listen, require_bus
@@ -114,6 +115,7 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, shut_down)
 
+    settle_heap()
     tasks = [asyncio.create_task(w.run(), name=f"worker:{w.agent_name}") for w in workers]
     names = ", ".join(w.agent_name for w in workers)
     log.info(

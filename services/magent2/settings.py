@@ -18,6 +18,7 @@ from magent2.contracts import (
     McpServer,
     OnNewMessage,
     OpenAIApi,
+    OpenAIHttpClient,
     describe_tools,
     unknown_tools,
 )
@@ -78,7 +79,7 @@ class WorkerSettings(BusSettings):
     agent_session_path: str = Field(default_factory=default_session_path, alias="AGENT_SESSION_PATH")
     agent_max_turns: int = Field(default=10, alias="AGENT_MAX_TURNS", ge=1, le=100)
     agent_temperature: float | None = Field(default=None, alias="AGENT_TEMPERATURE", ge=0, le=2)
-    agent_concurrency: int = Field(default=32, alias="AGENT_CONCURRENCY", ge=1, le=256)
+    agent_concurrency: int = Field(default=128, alias="AGENT_CONCURRENCY", ge=1, le=256)
     agent_on_new_message: OnNewMessage = Field(default="enqueue", alias="AGENT_ON_NEW_MESSAGE")
     # tool calls a person approves first: tool names, or mcp:<server>/<tool>
     agent_approval_tools: CsvList = Field(default_factory=list, alias="AGENT_APPROVAL_TOOLS")
@@ -93,6 +94,8 @@ class WorkerSettings(BusSettings):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     # unset: Responses for OpenAI, Chat Completions when OPENAI_BASE_URL points elsewhere
     openai_api: OpenAIApi | None = Field(default=None, alias="OPENAI_API")
+    # the HTTP client under the OpenAI client: aiohttp costs less CPU per streamed delta
+    openai_http_client: OpenAIHttpClient = Field(default="aiohttp", alias="OPENAI_HTTP_CLIENT")
     # The Agents SDK uploads traces (prompts, tool calls) to OpenAI unless told not to: opt in.
     openai_tracing: bool = Field(default=False, alias="OPENAI_TRACING")
     # for AGENT_MODEL=litellm/<provider>/<model> (spec.provider)

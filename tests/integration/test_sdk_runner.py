@@ -11,6 +11,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 from agents import Agent, function_tool
+from agents.extensions.memory import RedisSession
 
 from magent2.bus import Bus, InMemoryBus, RedisStreamsBus
 from magent2.worker import Worker
@@ -58,7 +59,7 @@ async def test_tool_call_and_token_stream_through_the_sdk_runner() -> None:
     assert (done.status, done.result_summary, done.tool_call_id) == ("success", "5", "call-1")
     assert done.duration_ms is not None and done.duration_ms >= 0
     tokens = [e.text for e in events if e.event == "token"]
-    assert tokens == ["The ", "sum ", "is ", "5."]
+    assert "".join(tokens) == "The sum is 5."  # deltas in one write window share one event
     output = events[-1]
     assert output.event == "output" and output.text == "The sum is 5."
     assert output.usage["requests"] == 2
@@ -93,16 +94,34 @@ async def test_history_carries_over_between_messages() -> None:
 
 async def test_replicas_share_history_through_redis(redis_url: str) -> None:
     bus = RedisStreamsBus(redis_url)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     first = TokenStreamingModel([[assistant_message("Noted: blue.")]])
     second = TokenStreamingModel([[assistant_message("Blue.")]])
-    async with workers_running(sdk_worker(bus, first, sessions=redis_sessions(client))):
+    async with workers_running(sdk_worker(bus, first, sessions=redis_sessions(bus.wire))):
         await send_envelope(bus, "my colour is blue")
         await wait_for_outputs(bus, "c1", 1)
-    async with workers_running(sdk_worker(bus, second, sessions=redis_sessions(client))):
+    async with workers_running(sdk_worker(bus, second, sessions=redis_sessions(bus.wire))):
         await send_envelope(bus, "what is my colour?")
         await wait_for_outputs(bus, "c1", 2)
     assert "my colour is blue" in str(second.last_call.input)  # type: ignore[union-attr]
+    await bus.close()
+
+
+async def test_history_written_by_the_sdks_own_redis_session_reads_on(redis_url: str) -> None:
+    """Histories kept by earlier versions (the SDK's RedisSession) continue, and ours reads the same."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    old = RedisSession("c1", redis_client=client, key_prefix="session")
+    await old.add_items([{"role": "user", "content": "my colour is blue"}])
+    bus = RedisStreamsBus(redis_url)
+    ours = redis_sessions(bus.wire)("c1")
+    assert await ours.get_items() == [{"role": "user", "content": "my colour is blue"}]
+    await ours.add_items([{"role": "assistant", "content": "Blue."}, {"role": "user", "content": "again"}])
+    assert await old.get_items() == await ours.get_items()
+    assert await ours.get_items(limit=1) == [{"role": "user", "content": "again"}]
+    assert await ours.pop_item() == {"role": "user", "content": "again"}
+    await client.rpush("session:c1:messages", "{not json")
+    assert await ours.get_items(limit=1) == [{"role": "assistant", "content": "Blue."}]  # corrupt skipped
+    await ours.clear_session()
+    assert await old.get_items() == [] and await client.exists("session:c1") == 0
     await client.aclose()
     await bus.close()
 

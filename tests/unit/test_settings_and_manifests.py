@@ -205,6 +205,22 @@ def test_the_openai_api_is_a_setting_with_a_default_per_base_url() -> None:
     )
 
 
+async def test_the_model_http_client_is_aiohttp_by_default_and_honours_proxies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from magent2.settings import WorkerSettings
+    from magent2.worker.sdk_runner import http_client
+
+    assert WorkerSettings().openai_http_client == "aiohttp"
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    aiohttp, httpx_client = http_client("aiohttp"), http_client("httpx")
+    proxies = [str(getattr(t, "proxy", "")) for t in aiohttp._mounts.values()]
+    assert type(aiohttp).__name__ == "_InstalledAioHttpClient" and "127.0.0.1:3128" in " ".join(proxies)
+    assert type(httpx_client).__name__ == "_DefaultAsyncHttpxClient"
+    await aiohttp.aclose()
+    await httpx_client.aclose()
+
+
 def test_a_bad_openai_api_names_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

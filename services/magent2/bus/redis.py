@@ -1,6 +1,6 @@
 """`Bus` on Redis Streams: XADD/XREAD BLOCK, consumer groups, XAUTOCLAIM, Lua for ordering.
 Commands go through `bus.wire` (auto-pipelined on one shared connection; blocking reads on
-connections of their own); redis-py is only built for those who need its client (sessions)."""
+connections of their own)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import cached_property
 from typing import Any, cast
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from magent2.bus.api import (
     START,
@@ -73,7 +67,8 @@ def _glob_escape(text: str) -> str:
 
 
 @asynccontextmanager
-async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
+async def unavailable_on_connection_errors() -> AsyncIterator[None]:
+    """The wire client's failures as the Bus API's `BusUnavailable`."""
     try:
         yield
     except ConnectionFailed as exc:
@@ -111,33 +106,18 @@ class RedisStreamsBus(Bus):
     ) -> None:
         self.url = url
         self.maxlen = maxlen
-        self.socket_timeout_s = socket_timeout_s
         self.max_block_ms = max(int((socket_timeout_s - 1) * 1000), 100)
         self.wire = Redis(url, timeout_s=socket_timeout_s, max_connections=max_connections)
-
-    @cached_property
-    def redis(self) -> aioredis.Redis:
-        """A redis-py client on the same server, for code that needs one (the SDK's sessions)."""
-        return aioredis.Redis.from_url(
-            self.url,
-            decode_responses=True,
-            socket_connect_timeout=3,
-            socket_timeout=self.socket_timeout_s,
-            health_check_interval=15,
-            # One resend on a dropped connection (a pooled connection to a restarted Redis, which
-            # never saw the command); never on a timeout, where the command may have run.
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
 
     def _block(self, block_ms: int | None) -> int | None:
         return None if block_ms is None else min(max(block_ms, 1), self.max_block_ms)
 
     async def _call(self, *args: Arg) -> Any:
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             return await self.wire.call(*args)
 
     async def _script(self, name: str, keys: list[str], args: list[Arg]) -> Any:
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             return await self.wire.script(_SCRIPTS[name], keys, args)
 
     # -- streams --
@@ -180,7 +160,7 @@ class RedisStreamsBus(Bus):
         """PUBLISH_AFTER, then WAITAOF for it. WAITAOF waits for the writes of its own connection
         and blocks it meanwhile: both go on a connection of their own, never the shared one."""
         script = _SCRIPTS["publish_after"]
-        async with _unavailable_on_connection_errors(), self.wire.dedicated() as link:
+        async with unavailable_on_connection_errors(), self.wire.dedicated() as link:
             await link.send(("SCRIPT", "LOAD", script.source))  # a restarted Redis may lack it
             written = link.send(("EVALSHA", script.sha, len(keys), *keys, *args))
             waited = link.send(("WAITAOF", 1, 0, timeout_ms), extra_s=timeout_ms / 1000)
@@ -222,7 +202,7 @@ class RedisStreamsBus(Bus):
         await self._many([c for p in publications for c in _appends(p, self.maxlen)])
 
     async def _many(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             replies = await self.wire.many(*commands)
         for reply in replies:
             if isinstance(reply, ReplyError):
@@ -241,7 +221,7 @@ class RedisStreamsBus(Bus):
             return {}
         streams = [*cursors.keys(), *cursors.values()]
         block = self._block(block_ms)
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             if block is None:
                 reply = await self.wire.call("XREAD", "COUNT", count, "STREAMS", *streams)
             else:
@@ -302,7 +282,7 @@ class RedisStreamsBus(Bus):
             ">",
         )
         try:
-            async with _unavailable_on_connection_errors():
+            async with unavailable_on_connection_errors():
                 reply = await self.wire.blocking(block, *command)
         except ReplyError as exc:
             if "NOGROUP" not in str(exc):
@@ -342,7 +322,7 @@ class RedisStreamsBus(Bus):
         return gone
 
     async def queue_health(self, stream: str, group: str) -> QueueHealth:
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             # a missing stream or group answers errors, returned in place of the replies
             groups, consumers, pending, newest = await self.wire.many(
                 ("XINFO", "GROUPS", stream),
@@ -456,8 +436,6 @@ class RedisStreamsBus(Bus):
 
     async def close(self) -> None:
         await self.wire.close()
-        if "redis" in self.__dict__:
-            await self.redis.aclose()
 
 
 def _appends(publication: Publication, maxlen: int) -> list[tuple[Arg, ...]]:

@@ -8,7 +8,7 @@ from magent2 import telemetry
 from magent2.bus import BusUnavailable
 from magent2.bus.build import build_bus
 from magent2.gateway.app import create_app
-from magent2.loop import run
+from magent2.loop import run, settle_heap
 from magent2.settings import GatewaySettings, load
 from magent2.startup import StartupError, exits_2_on_startup_errors, listen
 
@@ -37,6 +37,7 @@ def main(settings: GatewaySettings | None = None) -> None:
     telemetry.setup("gateway")
     sock = listen(settings.host, settings.port)
     config = uvicorn.Config(create_app(settings), log_level=settings.log_level, access_log=False)
+    settle_heap()
     uvicorn.Server(config).run(sockets=[sock])
 
 

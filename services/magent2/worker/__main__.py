@@ -7,7 +7,7 @@ import signal
 
 from magent2 import telemetry
 from magent2.bus.build import build_bus
-from magent2.loop import run
+from magent2.loop import run, settle_heap
 from magent2.settings import WorkerSettings, load
 from magent2.startup import StartupError, configure_logging, exits_2_on_startup_errors
 from magent2.worker.build import build_runner, build_worker
@@ -24,6 +24,7 @@ async def serve(settings: WorkerSettings) -> None:
     health = HealthServer(worker, bus, port=settings.health_port) if settings.health_port else None
     if health is not None:
         await health.start()
+    settle_heap()
     try:
         await worker.run()
     finally:

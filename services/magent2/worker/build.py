@@ -27,7 +27,7 @@ def build_sessions(settings: WorkerSettings, bus: Bus) -> SessionFactory:
     from magent2.worker.sessions import redis_sessions, sqlite_sessions
 
     if isinstance(bus, RedisStreamsBus):
-        return redis_sessions(bus.redis, prefix=settings.bus_prefix, ttl_s=settings.events_ttl_seconds)
+        return redis_sessions(bus.wire, prefix=settings.bus_prefix, ttl_s=settings.events_ttl_seconds)
     return sqlite_sessions(settings.agent_session_path)
 
 
@@ -43,10 +43,10 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         return EchoRunner(settings.echo_token_delay_seconds)
     from agents import Agent, ModelSettings, RunConfig
 
-    from magent2.tools.guardrails import max_input_guardrail
     from magent2.tools.registry import build_toolset, terminal_policy
-    from magent2.worker.sdk_runner import AgentsSdkRunner, build_litellm_model, build_model
+    from magent2.worker.sdk_runner import AgentsSdkRunner, build_litellm_model, build_model, http_client
 
+    http = None
     if settings.agent_model_factory:
         model = load_model_factory(settings.agent_model_factory)(settings.agent_model)
     elif litellm:
@@ -57,14 +57,20 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         )
         log.info("%s: model %s through LiteLLM", settings.agent_name, settings.agent_model)
     else:
+        http = http_client(settings.openai_http_client)
         model = build_model(
             settings.agent_model,
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused",
             base_url=settings.openai_base_url,
             api=settings.model_api,
+            http=http,
         )
         log.info(
-            "%s: model %s through the %s API", settings.agent_name, settings.agent_model, settings.model_api
+            "%s: model %s through the %s API (%s)",
+            settings.agent_name,
+            settings.agent_model,
+            settings.model_api,
+            settings.openai_http_client,
         )
     if telemetry.enabled():  # the SDK's spans join the run's OpenTelemetry trace
         telemetry.bridge_sdk_spans(keep_openai_upload=settings.openai_tracing)
@@ -77,7 +83,6 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         model_settings=ModelSettings(temperature=settings.agent_temperature),
         tools=toolset.function_tools,
         mcp_servers=toolset.mcp_servers,
-        input_guardrails=[max_input_guardrail(settings.max_input_chars)],
     )
     return AgentsSdkRunner(
         agent,
@@ -85,6 +90,8 @@ def build_runner(settings: WorkerSettings, bus: Bus) -> Runner:
         max_turns=settings.agent_max_turns,
         redact=terminal_policy(settings).redact,
         run_config=RunConfig(tracing_disabled=not (settings.openai_tracing or telemetry.enabled())),
+        http=http,
+        max_input_chars=settings.max_input_chars,
     )
 
 

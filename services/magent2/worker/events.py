@@ -1,6 +1,8 @@
 """Publishing runs' events: every run's tokens, written for the whole worker in one pipelined
 write per few milliseconds, so N streaming runs cost one Redis round trip per window, not one per
-token."""
+token. Deltas of one run that arrive within the same window (a loaded worker reads the model's
+stream in bursts) become one `token` event with their text joined, so a burst costs one event
+all the way to the client, not one per delta."""
 
 from __future__ import annotations
 
@@ -9,9 +11,28 @@ import contextlib
 from collections.abc import Callable
 
 from magent2.bus import Bus, Publication
-from magent2.contracts import FINAL_EVENTS, StreamEvent
+from magent2.contracts import FINAL_EVENTS, StreamEvent, TokenEvent
 
 COALESCE_S = 0.002  # what an event may wait for company before it is written
+
+
+class _Tokens:
+    """Consecutive token events of one run not written yet: the first one, with the text of all."""
+
+    def __init__(self, first: TokenEvent) -> None:
+        self.first, self.texts = first, [first.text]
+
+    def to_json(self) -> str:
+        if len(self.texts) == 1:
+            return self.first.to_json()
+        return self.first.model_copy(update={"text": "".join(self.texts)}).to_json()
+
+
+Pending = list[str | _Tokens]
+
+
+def _payloads(pending: Pending) -> list[str]:
+    return [item if isinstance(item, str) else item.to_json() for item in pending]
 
 
 class EventWriter:
@@ -21,7 +42,7 @@ class EventWriter:
 
     def __init__(self, bus: Bus, *, coalesce_s: float = COALESCE_S) -> None:
         self.bus, self.coalesce_s = bus, coalesce_s
-        self._pending: dict[str, tuple[list[str], int | None]] = {}
+        self._pending: dict[str, tuple[Pending, int | None]] = {}
         self._failed: dict[str, BaseException] = {}
         self._ready = asyncio.Event()
         self._writing: tuple[set[str], asyncio.Future[None]] | None = None
@@ -32,9 +53,16 @@ class EventWriter:
     ) -> EventSink:
         return EventSink(self, stream, ttl_s=ttl_s, watch=watch)
 
-    def put(self, stream: str, payload: str, ttl_s: int | None) -> None:
+    def put(self, stream: str, event: StreamEvent, ttl_s: int | None) -> None:
         self.raise_failure(stream)
-        self._pending.setdefault(stream, ([], ttl_s))[0].append(payload)
+        pending = self._pending.setdefault(stream, ([], ttl_s))[0]
+        if isinstance(event, TokenEvent):
+            if pending and isinstance(last := pending[-1], _Tokens):
+                last.texts.append(event.text)
+            else:
+                pending.append(_Tokens(event))
+        else:
+            pending.append(event.to_json())
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_forever(), name="events")
         self._ready.set()
@@ -50,7 +78,7 @@ class EventWriter:
         if self._writing is not None and stream in self._writing[0]:
             await asyncio.shield(self._writing[1])
         self.raise_failure(stream)
-        return rest
+        return _payloads(rest)
 
     def discard(self, stream: str) -> None:
         self._pending.pop(stream, None)
@@ -69,7 +97,9 @@ class EventWriter:
             done = asyncio.get_running_loop().create_future()
             self._writing = (set(batch), done)
             try:
-                await self.bus.publish_batch([Publication(s, p, ttl) for s, (p, ttl) in batch.items()])
+                await self.bus.publish_batch(
+                    [Publication(s, _payloads(p), ttl) for s, (p, ttl) in batch.items()]
+                )
             except Exception as exc:  # BusUnavailable above all: each run learns it at its next step
                 for stream in batch:
                     self._failed[stream] = exc
@@ -115,7 +145,7 @@ class EventSink:
             self.writer.raise_failure(self.stream)  # surface a failed write to the run at once
             self._held.append(event.to_json())
             return
-        self.writer.put(self.stream, event.to_json(), self.ttl_s)
+        self.writer.put(self.stream, event, self.ttl_s)
 
     async def drain(self) -> list[str]:
         """Wait for a write in progress (re-raising its failure) and return what is left."""
