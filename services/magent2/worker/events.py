@@ -7,7 +7,6 @@ all the way to the client, not one per delta."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from magent2.bus import Bus, Publication
@@ -36,17 +35,16 @@ def _payloads(pending: Pending) -> list[str]:
 
 
 class EventWriter:
-    """The worker's one writer of run events. `put` never waits on the network; a flusher task
-    writes whatever all runs queued since its last write in one `publish_batch`. A failed write
-    is reported to each run that had events in it (at its next `put` or `drain`)."""
+    """The worker's one writer of run events. `put` never waits on the network; `coalesce_s`
+    after the first unwritten event, whatever all runs queued is written in one `publish_batch`.
+    A failed write is reported to each run that had events in it (at its next `put` or `drain`)."""
 
     def __init__(self, bus: Bus, *, coalesce_s: float = COALESCE_S) -> None:
         self.bus, self.coalesce_s = bus, coalesce_s
         self._pending: dict[str, tuple[Pending, int | None]] = {}
         self._failed: dict[str, BaseException] = {}
-        self._ready = asyncio.Event()
-        self._writing: tuple[set[str], asyncio.Future[None]] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._due: asyncio.TimerHandle | None = None  # the next write, once its window ends
+        self._writing: tuple[set[str], asyncio.Task[None]] | None = None
 
     def sink(
         self, stream: str, *, ttl_s: int | None, watch: Callable[[StreamEvent], None] | None = None
@@ -63,9 +61,8 @@ class EventWriter:
                 pending.append(_Tokens(event))
         else:
             pending.append(event.to_json())
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_forever(), name="events")
-        self._ready.set()
+        if self._due is None and self._writing is None:
+            self._due = asyncio.get_running_loop().call_later(self.coalesce_s, self._write_pending)
 
     def raise_failure(self, stream: str) -> None:
         if (failure := self._failed.pop(stream, None)) is not None:
@@ -75,8 +72,11 @@ class EventWriter:
         """What `stream` has queued and not yet written (no longer to be written by the flusher),
         after any write of its earlier events has finished; re-raises that write's failure."""
         rest, _ = self._pending.pop(stream, ([], None))
+        if not self._pending and self._due is not None:  # nothing left to write: no wake-up for it
+            self._due.cancel()
+            self._due = None
         if self._writing is not None and stream in self._writing[0]:
-            await asyncio.shield(self._writing[1])
+            await asyncio.wait([self._writing[1]])
         self.raise_failure(stream)
         return _payloads(rest)
 
@@ -84,34 +84,32 @@ class EventWriter:
         self._pending.pop(stream, None)
         self._failed.pop(stream, None)
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._ready.wait()
-            # Coalesce for a moment: a burst becomes one write, and a run that ends within the
-            # window hands its last events to `take` (one write with its completion).
-            await asyncio.sleep(self.coalesce_s)
-            self._ready.clear()
-            batch, self._pending = self._pending, {}
-            if not batch:
-                continue
-            done = asyncio.get_running_loop().create_future()
-            self._writing = (set(batch), done)
-            try:
-                await self.bus.publish_batch(
-                    [Publication(s, _payloads(p), ttl) for s, (p, ttl) in batch.items()]
-                )
-            except Exception as exc:  # BusUnavailable above all: each run learns it at its next step
-                for stream in batch:
-                    self._failed[stream] = exc
-            finally:
-                self._writing = None
-                done.set_result(None)
+    def _write_pending(self) -> None:
+        """The window is over: write what all runs queued (one write at a time; what comes
+        meanwhile waits for the next). A run that ended within the window has taken its events
+        already: they go with its completion, in one write."""
+        self._due = None
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        self._writing = (set(batch), asyncio.create_task(self._write(batch), name="events"))
+
+    async def _write(self, batch: dict[str, tuple[Pending, int | None]]) -> None:
+        try:
+            await self.bus.publish_batch([Publication(s, _payloads(p), ttl) for s, (p, ttl) in batch.items()])
+        except Exception as exc:  # BusUnavailable above all: each run learns it at its next step
+            for stream in batch:
+                self._failed[stream] = exc
+        finally:
+            self._writing = None
+            if self._pending and self._due is None:
+                self._due = asyncio.get_running_loop().call_later(self.coalesce_s, self._write_pending)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        if self._due is not None:
+            self._due.cancel()
+        if self._writing is not None:
+            await asyncio.wait([self._writing[1]])
 
 
 class EventSink:
