@@ -316,6 +316,27 @@ async def test_publish_after_announces_then_enqueues_in_order(bus: Bus) -> None:
     assert announced
 
 
+async def test_an_entry_is_first_in_order_only_with_nothing_unfinished_before_it(bus: Bus) -> None:
+    """`first_in_order` promises that `admit` would say "run" on its first delivery."""
+    await bus.ensure_group(S, G)
+    announce = Publication("stream:conv", ["announce"])
+    _, first = await bus.publish_after(announce, S, "1", order_key="conv", token="t1", token_ttl_s=1)
+    _, second = await bus.publish_after(announce, S, "2", order_key="conv", token="t2")
+    _, other = await bus.publish_after(announce, S, "3", order_key="other", token="t3")
+    plain = await bus.publish(S, "4", order_key="plain")  # not through publish_after: never marked
+    consumed = {m.id: m.first_in_order for m in await bus.consume(S, G, "a", count=4, block_ms=50)}
+    assert consumed == {first: True, second: False, other: True, plain: False}
+    assert await _admit(bus, first, "t1") == "run" and await _admit(bus, second, "t2") == "wait"
+    await bus.complete(S, G, "a", first, order_key="conv", done_token="t1")
+    await bus.complete(S, G, "a", second, order_key="conv", done_token="t2")
+    await asyncio.sleep(1.1)  # t1's acceptance marker expires; its done marker stays
+    _, again = await bus.publish_after(announce, S, "1 again", order_key="conv", token="t1")
+    _, fresh = await bus.publish_after(announce, S, "5", order_key="conv2", token="t5")
+    consumed = {m.id: m.first_in_order for m in await bus.consume(S, G, "a", count=4, block_ms=50)}
+    assert consumed == {again: False, fresh: True}  # t1 ran before: ADMIT must say "done"
+    assert await _admit(bus, again, "t1") == "done"
+
+
 async def test_publish_after_with_a_token_publishes_once(bus: Bus) -> None:
     first = Publication("stream:conv", ["announce"], ttl_s=60)
     once = await bus.publish_after(first, S, "message", order_key="conv", token="env-1")

@@ -36,6 +36,9 @@ class BusUnavailable(RuntimeError):
 class BusMessage:
     id: str
     payload: str
+    # Appended by `publish_after` while nothing under its order key was unfinished and its
+    # token never completed: on its first delivery `admit` could only answer "run".
+    first_in_order: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,11 +102,11 @@ class InMemoryBus(Bus):
             stream = self._streams[name] = _Stream()
         return stream
 
-    def _append(self, stream: _Stream, payload: str) -> str:
+    def _append(self, stream: _Stream, payload: str, *, first_in_order: bool = False) -> str:
         ms = int(time.time() * 1000)
         new_id = (ms, 0) if ms > stream.last[0] else (stream.last[0], stream.last[1] + 1)
         stream.last = new_id
-        message = BusMessage(f"{new_id[0]}-{new_id[1]}", payload)
+        message = BusMessage(f"{new_id[0]}-{new_id[1]}", payload, first_in_order)
         stream.ids.append(new_id)
         stream.entries.append(message)
         if len(stream.entries) > self.maxlen:
@@ -148,10 +148,15 @@ class InMemoryBus(Bus):
             seen = self._accepted.get((stream, token))
             if seen is not None and seen[0] > now:
                 return seen[1][:-1], seen[1][-1]
-        if only_if_idle and await self.unfinished(stream, order_key):
+        idle = not await self.unfinished(stream, order_key)
+        if only_if_idle and not idle:
             raise ConversationBusy(f"an earlier message under {order_key!r} is unfinished")
         first_ids = await self.publish_many(first.stream, first.payloads)
-        message_id = await self.publish(stream, payload, order_key=order_key)
+        done = token is not None and self._done.get((stream, token), 0.0) > now
+        target = self._stream(stream)
+        message_id = self._append(target, payload, first_in_order=idle and not done)
+        self._order.setdefault((stream, order_key), []).append(message_id)
+        await self._notify(target)
         self._tallies.apply(index)
         if token is not None:
             _forget_expired(self._accepted, now)

@@ -32,6 +32,7 @@ from magent2.bus.scripts import ADMIT, COMPLETE, DECIDE, PUBLISH_AFTER, PUBLISH_
 from magent2.bus.wire import Arg, ConnectionFailed, Redis, ReplyError, Script
 
 FIELD = "data"
+FIRST = "first"  # set by PUBLISH_AFTER: see `BusMessage.first_in_order`
 
 
 def order_list_key(stream: str, order_key: str) -> str:
@@ -144,6 +145,7 @@ class RedisStreamsBus(Bus):
     ) -> tuple[list[str], str]:
         ttl = "" if first.ttl_s is None else str(first.ttl_s)
         keys = [first.stream, stream, order_list_key(stream, order_key), accepted_key(stream, token or "")]
+        keys.append(done_key(stream, token or ""))
         spec = json.dumps(_index_spec(index, len(keys) + 1)) if index else "[]"
         keys += [update.key for update in index]
         args: list[Arg] = [self.maxlen, ttl, payload, "" if token is None else token_ttl_s]
@@ -455,7 +457,14 @@ def _pairs(flat: list[Any]) -> dict[str, Any]:
 
 def _entries(entries: list[Any]) -> list[BusMessage]:
     # [[id, [field, value, ...]], ...]; an entry trimmed away meanwhile has no fields
-    return [BusMessage(mid, fields[fields.index(FIELD) + 1]) for mid, fields in entries if fields]
+    return [_entry(mid, fields) for mid, fields in entries if fields]
+
+
+def _entry(mid: str, fields: list[str]) -> BusMessage:
+    if len(fields) == 2:  # only FIELD
+        return BusMessage(mid, fields[1])
+    found = dict(zip(fields[::2], fields[1::2], strict=True))
+    return BusMessage(mid, found[FIELD], first_in_order=found.get(FIRST) == "1")
 
 
 def _messages(reply: Any) -> dict[str, list[BusMessage]]:

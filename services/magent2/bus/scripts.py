@@ -7,9 +7,11 @@ redis.call('RPUSH', KEYS[2], id)
 return id
 """
 
-# KEYS: first stream, stream, order list, accepted marker, then the index's keys.
+# KEYS: first stream, stream, order list, accepted marker, done marker, then the index's keys.
 # ARGV: maxlen, ttl ('' for none), payload, marker ttl ('' for no de-duplication),
 # only if idle ('1' or ''), index updates (JSON, see `_index_spec`), first payloads...
+# An entry first in its order and not done before carries 'first' = '1': its first delivery
+# may run without asking ADMIT (nothing can come before it, and only its own run completes it).
 # A second call with the same marker returns the first call's ids and publishes nothing; it
 # still writes (EXPIRE), so a WAITAOF after it also waits for the first call's write to be fsynced.
 # Only if idle: 'busy' (nothing written) while the order list holds an unfinished entry.
@@ -21,13 +23,19 @@ if ARGV[4] ~= '' then
     return cjson.decode(seen)
   end
 end
-if ARGV[5] == '1' and redis.call('LLEN', KEYS[3]) > 0 then return 'busy' end
+local idle = redis.call('LLEN', KEYS[3]) == 0
+if ARGV[5] == '1' and not idle then return 'busy' end
 local ids = {}
 for i = 7, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
 end
 if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[3])
+local id
+if idle and redis.call('EXISTS', KEYS[5]) == 0 then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[3], 'first', '1')
+else
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[3])
+end
 redis.call('RPUSH', KEYS[3], id)
 ids[#ids + 1] = id
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], cjson.encode(ids), 'EX', ARGV[4]) end

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from magent2 import telemetry
 from magent2.bus import Bus, BusMessage, BusUnavailable, Keys, Publication
-from magent2.bus.api import GROUP, Parking, parse_id
+from magent2.bus.api import GROUP, Admission, Parking, parse_id
 from magent2.contracts import (
     AgentCard,
     CancelledEvent,
@@ -58,6 +58,7 @@ class _Queued:
     sort_key: tuple[int, int, int]  # (0 for a resume, else 1), then the stream id
     message: BusMessage = field(compare=False)
     envelope: MessageEnvelope = field(compare=False)
+    fresh: bool = field(compare=False)  # its first delivery (consumed, not reclaimed)
 
 
 @dataclass
@@ -179,7 +180,7 @@ class Worker:
                 await self._pause(1.0)
                 continue
             for message in messages:
-                self._accept(message)
+                self._accept(message, fresh=True)
 
     async def _reclaim_forever(self) -> None:
         """Adopt messages whose consumer died. Runs even when every slot is taken by messages
@@ -207,7 +208,7 @@ class Worker:
             for message in claimed:
                 if message.id not in self._held:
                     log.info("reclaimed %s from a dead consumer", message.id)
-                    self._accept(message)
+                    self._accept(message, fresh=False)
             await self._pause(interval)
 
     async def _forget_gone_consumers(self) -> None:
@@ -235,7 +236,7 @@ class Worker:
                 self._lost.add(message_id)
                 run.cancel()
 
-    def _accept(self, message: BusMessage) -> None:
+    def _accept(self, message: BusMessage, *, fresh: bool) -> None:
         try:
             envelope = MessageEnvelope.model_validate_json(message.payload)
         except ValidationError as exc:
@@ -251,7 +252,7 @@ class Worker:
             lane = self._lanes[envelope.conversation_id] = _Lane()
         # A resumed run holds its conversation's turn although newer than what waits behind it.
         key = (0 if is_resume(envelope) else 1, *parse_id(message.id))
-        heapq.heappush(lane.heap, _Queued(key, message, envelope))
+        heapq.heappush(lane.heap, _Queued(key, message, envelope, fresh))
         lane.wake.set()
         if lane.task is None:
             lane.task = asyncio.create_task(
@@ -264,18 +265,20 @@ class Worker:
         try:
             while lane.heap and not self.stopping:
                 head = lane.heap[0]
-                admission = await self._retrying(
-                    partial(
-                        self.bus.admit,
-                        self.inbox,
-                        GROUP,
-                        self.consumer,
-                        head.message.id,
-                        order_key=conversation_id,
-                        token=head.envelope.id,
-                        max_deliveries=self.max_deliveries,
+                admission: Admission = "run"  # a first delivery of a first in order: no need to ask
+                if not (head.fresh and head.message.first_in_order):
+                    admission = await self._retrying(
+                        partial(
+                            self.bus.admit,
+                            self.inbox,
+                            GROUP,
+                            self.consumer,
+                            head.message.id,
+                            order_key=conversation_id,
+                            token=head.envelope.id,
+                            max_deliveries=self.max_deliveries,
+                        )
                     )
-                )
                 if admission == "wait":
                     # An earlier message of this conversation runs elsewhere (or must be reclaimed).
                     lane.wake.clear()
