@@ -43,6 +43,7 @@ bench: deps system-deps tools ## benchmarks, printed as tables
 	$(PY) -m bench
 	$(PY) -m bench.streams
 	$(PY) -m bench.llm
+	$(PY) -m bench.wire
 	$(PY) -m bench.operator
 
 lint: deps ## ruff + mypy
