@@ -139,6 +139,7 @@ async def test_heartbeats_keep_an_idle_stream_alive(gateway: tuple[str, Bus]) ->
         (json.dumps(message(sender="alice")).encode(), 422, "sender"),
         (json.dumps(message(content="")).encode(), 422, "content"),
         (json.dumps(message(content="x" * 1001)).encode(), 413, "limit is 1000"),
+        (json.dumps(message(content="x" * 80_000)).encode(), 413, "request body exceeds"),  # not read whole
         (json.dumps(message(type="shout")).encode(), 422, "type"),
         (json.dumps(message(conversation="has space")).encode(), 422, "conversation_id"),
         (json.dumps(message(extra_field=1)).encode(), 422, "extra_field"),

@@ -107,3 +107,15 @@ async def test_a_stream_joins_the_active_read_with_its_first_event_and_leaves_it
         assert not quiet.arrived.is_set() and hub.followed == 2
     finally:
         await hub.close()
+
+
+async def test_a_client_that_goes_away_stops_its_stream_and_is_unfollowed(bus: Bus) -> None:
+    app = create_app(GatewaySettings(GATEWAY_HEARTBEAT_SECONDS=30), bus=bus)
+    gateway = app.state.gateway
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        async with http.stream("GET", "/stream/gone") as response:
+            await eventually(lambda: gateway.hub.followed == 1, what="followed")
+            assert response.status_code == 200
+        # no event and no heartbeat comes: only the disconnect itself can end the stream
+        await eventually(lambda: gateway.hub.followed == 0, what="unfollowed after the disconnect")
+        assert gateway.metrics.open_streams._value.get() == 0
