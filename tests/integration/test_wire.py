@@ -5,6 +5,8 @@ scripts are each confined to what they hit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,22 @@ from tests.faults.proxy import DelayingProxy
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.redis
+
+
+@contextlib.asynccontextmanager
+async def through_proxy(
+    server: RedisServer, *, timeout_s: float
+) -> AsyncIterator[tuple[DelayingProxy, Redis]]:
+    """A client whose replies pass a proxy that can hold them back."""
+    proxy = DelayingProxy(server.port)
+    await proxy.start()
+    redis = Redis(proxy.url, timeout_s=timeout_s)
+    try:
+        await redis.call("PING")
+        yield proxy, redis
+    finally:
+        await redis.close()
+        await proxy.stop()
 
 
 async def clients(redis: Redis) -> int:
@@ -59,11 +77,7 @@ async def test_a_script_redis_forgot_is_loaded_again(redis_url: str) -> None:
 
 
 async def test_a_cancelled_caller_does_not_shift_the_replies_behind_it(redis_server: RedisServer) -> None:
-    proxy = DelayingProxy(redis_server.port)
-    await proxy.start()
-    redis = Redis(proxy.url, timeout_s=5)
-    try:
-        await redis.call("PING")
+    async with through_proxy(redis_server, timeout_s=5) as (proxy, redis):
         proxy.delay_s = 0.3
         cancelled = asyncio.ensure_future(redis.call("ECHO", "first"))
         later = asyncio.ensure_future(redis.call("ECHO", "second"))
@@ -72,28 +86,18 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_behind_it(redis_ser
         assert await later == "second"
         proxy.delay_s = 0
         assert await redis.call("ECHO", "third") == "third"
-    finally:
-        await redis.close()
-        await proxy.stop()
 
 
 async def test_a_reply_later_than_the_timeout_fails_what_waits_and_the_next_call_reconnects(
     redis_server: RedisServer,
 ) -> None:
-    proxy = DelayingProxy(redis_server.port)
-    await proxy.start()
-    redis = Redis(proxy.url, timeout_s=0.5)
-    try:
-        await redis.call("PING")
+    async with through_proxy(redis_server, timeout_s=0.5) as (proxy, redis):
         proxy.delay_s = 1.5
         with pytest.raises(ConnectionFailed, match="timeout") as failed:
             await redis.call("INCR", "counter")
         assert failed.value.sent  # it reached Redis (and ran): the caller must not assume otherwise
         proxy.delay_s = 0
         assert await redis.call("GET", "counter") == "1"
-    finally:
-        await redis.close()
-        await proxy.stop()
 
 
 async def test_a_restarted_redis_is_reconnected_to_and_an_unreachable_one_fails_unsent(
