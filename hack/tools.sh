@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 K8S_VERSION=v1.36.3     # keep in step with hack/k8s/go.mod
 HELM_VERSION=v3.21.4
 COREDNS_VERSION=v1.15.0
+KEDA_VERSION=v2.21.0    # keep in step with tests/k8s/keda.py
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/magent2"
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
@@ -85,5 +86,22 @@ if [[ "${1:-}" == node ]]; then
   mkdir -p "$pause_bin"
   build pause "$pause_bin" env CGO_ENABLED=1 gcc -static -Os -o "$pause_bin/pause" hack/node/pause.c
   ln -sf "$pause_bin/pause" "$tools_bin/pause"
+  # KEDA's operator and metrics adapter, for spec.autoscaling on the node. Its module has a replace
+  # directive, so `go install pkg@version` refuses it: build inside a copy of the module instead.
+  keda_bin="$cache/keda-$KEDA_VERSION/bin"
+  mkdir -p "$keda_bin"
+  build_keda() {
+    local dir src
+    dir=$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    src=$(mktemp -d)
+    cp -r "$dir/." "$src" && chmod -R u+w "$src"
+    (cd "$src" && go build -ldflags "-s -w" -o "$keda_bin/keda" ./cmd/operator \
+      && go build -ldflags "-s -w" -o "$keda_bin/keda-adapter" ./cmd/adapter)
+    rm -rf "$src"
+  }
+  for name in keda keda-adapter; do
+    build "$name" "$keda_bin" build_keda
+    ln -sf "$keda_bin/$name" "$tools_bin/$name"
+  done
 fi
 echo "tools.sh: $(ls "$tools_bin" | tr '\n' ' ')in $tools_bin" >&2

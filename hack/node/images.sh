@@ -4,6 +4,8 @@
 #   python-base  Debian bookworm minbase + python3 and venv (debootstrap), committed by buildah
 #   redis        python-base + Debian's redis-server (the chart's Redis, redis.image.*)
 #   pause        the static pause binary from `hack/tools.sh node` (containerd's sandbox_image)
+#   keda         KEDA's operator (/keda) and metrics adapter (/keda-adapter), static binaries from
+#                `hack/tools.sh node`, on scratch, running as a non-root user
 #   gateway, worker, operator   the repo's own Dockerfiles, unchanged, built by `buildah bud`
 #                               with --build-arg PYTHON_IMAGE=<python-base>
 # Writes .tools/node/images.env (NAME=image reference, NAME_ARCHIVE=path) for tests/node.
@@ -87,6 +89,20 @@ build_pause() {
 }
 have pause-1 || timed pause build_pause
 record PAUSE_IMAGE "$pause_ref" pause-1
+
+keda_version=$(readlink .tools/bin/keda | sed -n 's|.*/keda-\(v[^/]*\)/bin/keda$|\1|p')
+keda_ref=localhost/magent2-keda:$keda_version
+build_keda() {
+  local c
+  c=$("${buildah[@]}" from scratch)
+  "${buildah[@]}" copy "$c" .tools/bin/keda /keda >/dev/null
+  "${buildah[@]}" copy "$c" .tools/bin/keda-adapter /keda-adapter >/dev/null
+  "${buildah[@]}" config --user 1000:1000 --entrypoint '["/keda"]' "$c"
+  "${buildah[@]}" commit --rm "$c" "$keda_ref" >/dev/null
+  export_image "$keda_ref" "keda-$keda_version"
+}
+have "keda-$keda_version" || timed keda build_keda
+record KEDA_IMAGE "$keda_ref" "keda-$keda_version"
 
 # The app images' tag is the hash of everything they are built from, so an edit rebuilds them.
 app_tag=$(find Dockerfile.gateway Dockerfile.worker pyproject.toml README.md services operator -type f \

@@ -1,5 +1,7 @@
 """A Kopf timer that reads each Agent's queue from Redis (backlog, in flight, oldest pending, dead
-letters) into its status, with an Event on notable changes."""
+letters) into its status, with an Event on notable changes; it also makes sure the Agent's inbox
+exists, so an Agent that no worker ever started (autoscaled, at zero) can be sent to at once, and
+KEDA finds its consumer group to measure."""
 
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ async def measure(
         return  # the reconcile handler reports it
     keys, name = Keys(SETTINGS.bus_prefix), agent.agent_name or meta["name"]
     try:
+        await bus.ensure_group(keys.inbox(name), CONSUMER_GROUP)
         health = await bus.queue_health(keys.inbox(name), CONSUMER_GROUP)
         dead = await bus.length(keys.dead_letters(name))
     except BusUnavailable as exc:

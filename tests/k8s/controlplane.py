@@ -201,6 +201,7 @@ class ControlPlane:
                 "--service-cluster-ip-range",
                 self.service_cidr,
                 "--allow-privileged=true",
+                *(self._aggregation_flags(pki) if self.for_node else []),
                 "--v=0",
             ],
         )
@@ -250,6 +251,22 @@ class ControlPlane:
             )
         self.started_in = time.monotonic() - began
 
+    @staticmethod
+    def _aggregation_flags(pki: Path) -> list[str]:
+        """The aggregation layer, so extension API servers (KEDA's metrics adapter) can serve an
+        API group: the API server proxies to them as `front-proxy-client`, a client certificate
+        from a CA of its own, and routes to their endpoints' addresses directly."""
+        return [
+            "--requestheader-client-ca-file", str(pki / "front-proxy-ca.crt"),
+            "--requestheader-allowed-names", "front-proxy-client",
+            "--requestheader-username-headers", "X-Remote-User",
+            "--requestheader-group-headers", "X-Remote-Group",
+            "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+            "--proxy-client-cert-file", str(pki / "front-proxy-client.crt"),
+            "--proxy-client-key-file", str(pki / "front-proxy-client.key"),
+            "--enable-aggregator-routing=true",
+        ]  # fmt: skip
+
     def _write_pki(self, pki: Path) -> None:
         ca_key = _key()
         ca = _certificate("magent2-test-ca", ca_key, is_ca=True)
@@ -276,6 +293,13 @@ class ControlPlane:
         )
         (pki / "kubelet-client.crt").write_bytes(_pem(client))
         _write_key(pki / "kubelet-client.key", client_key)
+        proxy_ca_key = _key()
+        proxy_ca = _certificate("front-proxy-ca", proxy_ca_key, is_ca=True)
+        proxy_key = _key()
+        proxy_client = _certificate("front-proxy-client", proxy_key, issuer=(proxy_ca, proxy_ca_key))
+        (pki / "front-proxy-ca.crt").write_bytes(_pem(proxy_ca))
+        (pki / "front-proxy-client.crt").write_bytes(_pem(proxy_client))
+        _write_key(pki / "front-proxy-client.key", proxy_key)
         sa_key = _key()
         _write_key(pki / "sa.key", sa_key)
         (pki / "sa.pub").write_bytes(

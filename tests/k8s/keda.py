@@ -11,7 +11,8 @@ KEDA_VERSION = "v2.21.0"
 CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 
 
-def keda_crds() -> list[Path]:
+def keda_module() -> Path:
+    """The kedacore/keda module's source (its `config/` has the CRDs and the deployment)."""
     found = subprocess.run(
         ["go", "mod", "download", "-json", f"github.com/kedacore/keda/v2@{KEDA_VERSION}"],
         capture_output=True,
@@ -19,5 +20,9 @@ def keda_crds() -> list[Path]:
         timeout=600,
         check=True,
     )
-    bases = Path(json.loads(found.stdout)["Dir"]) / "config" / "crd" / "bases"
+    return Path(json.loads(found.stdout)["Dir"])
+
+
+def keda_crds() -> list[Path]:
+    bases = keda_module() / "config" / "crd" / "bases"
     return [bases / name for name in CRDS]

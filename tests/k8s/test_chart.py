@@ -200,6 +200,17 @@ def test_durability_values_reach_redis_and_the_gateway() -> None:
     assert env["GATEWAY_DURABLE_ACK"] == "true"
 
 
+def test_keda_gets_a_redis_address_that_resolves_from_its_own_namespace() -> None:
+    rendered = helm("template", "t", str(CHART), "-n", "apps").stdout
+    [operator] = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]
+    ]
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KEDA_REDIS_ADDRESS"] == "t-magent2-redis.apps.svc:6379"
+
+
 def test_monitoring_objects_select_what_serves_metrics_and_the_dashboard_uses_real_metrics() -> None:
     import re
 

@@ -82,6 +82,22 @@ def test_queue_health_reaches_the_status_the_columns_and_events(
     eventually(lambda: "DeadLetters" in events(kube, ns), what="a DeadLetters event")
 
 
+def test_the_operator_makes_the_inbox_of_an_agent_no_worker_ever_started(
+    kube: ControlPlane, ns: str, redis_server: Any
+) -> None:
+    """An Agent at zero workers (autoscaled) must take messages at once: the gateway knows agents by
+    their inbox, and KEDA measures the inbox's consumer group."""
+    agent_name = f"Dormant{uuid.uuid4().hex[:6]}"
+    apply_agent(kube, ns, "dormant", agentName=agent_name, replicas=0)
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    inbox = Keys().inbox(agent_name)
+
+    def has_group() -> bool:
+        return bool(store.exists(inbox)) and any(g["name"] == GROUP for g in store.xinfo_groups(inbox))
+
+    eventually(has_group, what=f"{inbox} with its consumer group")
+
+
 def test_kubectl_scale_sets_the_workers(kube: ControlPlane, kube_api: Any, ns: str) -> None:
     apply_agent(kube, ns, "scaled", replicas=1)
     eventually(lambda: deployment(kube_api, ns, "scaled").spec.replicas == 1, what="a Deployment")

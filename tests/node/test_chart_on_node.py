@@ -6,6 +6,7 @@ against one release."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ import redis
 
 from magent2.bus.api import Keys
 from tests.k8s.controlplane import ROOT
+from tests.node.keda import install_keda, keda_report
 from tests.node.model_server import ScriptedModel, serving
 from tests.node.node import NODE_IP, Node, images
 from tests.support import free_port
@@ -104,6 +106,10 @@ class Release:
         found = self.events(conversation, until=lambda seen: len(_final(seen)) >= count, timeout=timeout)
         assert not (errors := [e for e in found if e["event"] == "error"]), errors
         return _final(found)
+
+    def condition(self, agent: str, kind: str) -> dict[str, Any]:
+        conditions = self.json("agent", agent).get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == kind), {})
 
     def wait_agent_ready(self, name: str, replicas: int, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -312,6 +318,73 @@ def test_helm_upgrade_rolls_the_gateway_without_losing_an_accepted_message(relea
         for output in release.outputs(conversation):
             counts[output["message_id"]] += 1
         assert counts[message_id] == 1, (message_id, conversation)
+
+
+@dataclass
+class ReplicaLog:
+    """The worker Deployment's desired replicas, sampled every half second until stopped."""
+
+    release: Release
+    deployment: str
+    seen: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def now(self) -> int:
+        return int(self.release.json("deployment", self.deployment)["spec"].get("replicas", 1))
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            with contextlib.suppress(Exception):
+                self.seen.append(self.now())
+
+    def until(self, replicas: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (current := self.now()) != replicas:
+            if time.monotonic() > deadline:
+                report = keda_report(self.release.node, NAMESPACE, "surge-scaler")
+                raise AssertionError(f"{self.deployment} has {current} replicas, not {replicas}\n{report}")
+            time.sleep(1)
+
+
+@pytest.mark.timeout(900)
+def test_keda_scales_an_autoscaled_agent_from_zero_to_n_and_back(
+    release: Release, model: ScriptedModel
+) -> None:
+    """KEDA's own operator and metrics adapter (built from the Go module proxy) on the backlog of the
+    Agent's inbox: idle at 0 workers, woken by a burst, scaled out by the HPA on the lag (each
+    worker takes one 3-second message at a time), back to 0 after the cooldown; every message
+    answered exactly once."""
+    install_keda(release.node)
+    release.kubectl(
+        "apply", "-f", "-",
+        input=_scripted_agent(
+            "surge", "Surge", model, tools=[], concurrency=1,
+            autoscaling={"minReplicas": 0, "maxReplicas": 3, "targetBacklogPerReplica": 2},
+        ),
+    )  # fmt: skip
+    replicas = ReplicaLog(release, "surge-worker")
+    deadline = time.monotonic() + 120
+    while release.condition("surge", "Autoscaling").get("reason") != "KEDA":
+        assert time.monotonic() < deadline, release.json("agent", "surge").get("status")
+        time.sleep(1)
+    replicas.until(0, timeout=180)  # idle: KEDA takes it to zero
+    sampler = threading.Thread(target=replicas.run)
+    sampler.start()
+    try:
+        conversations = [f"surge-{uuid.uuid4().hex[:8]}" for _ in range(24)]
+        with httpx.Client() as http:
+            sent = [release.send(http, "Surge", c, f"burst {n}") for n, c in enumerate(conversations)]
+        answered = Counter(
+            output["message_id"] for c in conversations for output in release.outputs(c, timeout=240)
+        )
+        assert answered == Counter(sent)
+        replicas.until(0, timeout=180)  # the cooldown after the last backlog
+    finally:
+        replicas.stop.set()
+        sampler.join(10)
+    assert max(replicas.seen) == 3, replicas.seen  # out past one through the HPA and the adapter
+    assert replicas.seen[0] <= 1 and replicas.seen[-1] == 0, replicas.seen
+    assert release.json("hpa", "keda-hpa-surge-scaler")["spec"]["maxReplicas"] == 3
 
 
 def test_helm_uninstall_leaves_no_orphans(release: Release) -> None:
