@@ -123,8 +123,13 @@ class InMemoryBus(Bus):
     async def publish(
         self, stream: str, payload: str, *, order_key: str | None = None, ttl_s: int | None = None
     ) -> str:
+        return await self._publish(stream, payload, order_key)
+
+    async def _publish(
+        self, stream: str, payload: str, order_key: str | None, *, first_in_order: bool = False
+    ) -> str:
         target = self._stream(stream)
-        message_id = self._append(target, payload)
+        message_id = self._append(target, payload, first_in_order=first_in_order)
         if order_key is not None:
             self._order.setdefault((stream, order_key), []).append(message_id)
         await self._notify(target)
@@ -153,10 +158,7 @@ class InMemoryBus(Bus):
             raise ConversationBusy(f"an earlier message under {order_key!r} is unfinished")
         first_ids = await self.publish_many(first.stream, first.payloads)
         done = token is not None and self._done.get((stream, token), 0.0) > now
-        target = self._stream(stream)
-        message_id = self._append(target, payload, first_in_order=idle and not done)
-        self._order.setdefault((stream, order_key), []).append(message_id)
-        await self._notify(target)
+        message_id = await self._publish(stream, payload, order_key, first_in_order=idle and not done)
         self._tallies.apply(index)
         if token is not None:
             _forget_expired(self._accepted, now)
